@@ -1,0 +1,44 @@
+"""Exceptions raised by bayesclv.
+
+Every error a user can cause is a subclass of :class:`BayesCLVError` (itself a
+``ValueError``), and its message names the column, how many rows are affected, the
+first few of them, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BayesCLVError",
+    "DataValidationError",
+    "ModelSpecificationError",
+    "ConvergenceError",
+    "SavedModelError",
+]
+
+
+class BayesCLVError(ValueError):
+    """Base class of every error bayesclv raises about user input."""
+
+
+class DataValidationError(BayesCLVError):
+    """A transaction log or customer summary is not usable as given."""
+
+
+class ModelSpecificationError(BayesCLVError):
+    """A model was asked for with data, priors or options that do not fit together."""
+
+
+class ConvergenceError(BayesCLVError):
+    """A fit failed its convergence checks and the caller did not allow proceeding."""
+
+
+class SavedModelError(BayesCLVError):
+    """A saved model file is unreadable, corrupt, or from an incompatible version."""
+
+
+def describe_rows(labels, limit: int = 5) -> str:
+    """Format the first few offending row labels for an error message."""
+    labels = list(labels)
+    shown = ", ".join(repr(x) for x in labels[:limit])
+    more = f" (and {len(labels) - limit} more)" if len(labels) > limit else ""
+    return f"{shown}{more}"

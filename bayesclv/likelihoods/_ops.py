@@ -1,0 +1,74 @@
+"""The few math primitives the log-densities need, for NumPy and for PyTensor.
+
+Each log-density is written once against this small namespace, so the same formula
+serves PyMC models (PyTensor graphs, with gradients), the maximum-likelihood fits in
+``bayesclv.classic`` and quick NumPy evaluation. The namespace is picked from the
+arguments: any PyTensor variable selects PyTensor.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.special as sps
+
+
+def _np_softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _np_logsumexp(x, axis):
+    return sps.logsumexp(x, axis=axis)
+
+
+NUMPY = SimpleNamespace(
+    name="numpy",
+    log=np.log,
+    log1p=np.log1p,
+    exp=np.exp,
+    expm1=np.expm1,
+    gammaln=sps.gammaln,
+    betaln=sps.betaln,
+    softplus=_np_softplus,
+    logsumexp=_np_logsumexp,
+    where=np.where,
+    maximum=np.maximum,
+    asarray=np.asarray,
+    expand=lambda x: np.asarray(x)[..., None],
+)
+
+
+def _tensor_namespace() -> SimpleNamespace:
+    import pytensor.tensor as pt
+    from pytensor.tensor.special import betaln
+
+    return SimpleNamespace(
+        name="pytensor",
+        log=pt.log,
+        log1p=pt.log1p,
+        exp=pt.exp,
+        expm1=pt.expm1,
+        gammaln=pt.gammaln,
+        betaln=betaln,
+        softplus=pt.softplus,
+        logsumexp=lambda x, axis: pt.logsumexp(x, axis=axis),
+        where=pt.switch,
+        maximum=pt.maximum,
+        asarray=pt.as_tensor_variable,
+        expand=lambda x: pt.as_tensor_variable(x)[..., None],
+    )
+
+
+_TENSOR: SimpleNamespace | None = None
+
+
+def ops_for(*args) -> SimpleNamespace:
+    """PyTensor ops if any argument is a PyTensor variable, else NumPy ops."""
+    global _TENSOR
+    for a in args:
+        if type(a).__module__.startswith("pytensor"):
+            if _TENSOR is None:
+                _TENSOR = _tensor_namespace()
+            return _TENSOR
+    return NUMPY
