@@ -925,7 +925,7 @@ def validate_transactions(
         per_customer = np.bincount(cust, minlength=n_customers)
         if (per_customer > 1).any():
             several = per_customer[codes] > 1
-            bad_ids = describe_rows(uniques[per_customer > 1])
+            bad_ids = describe_rows(np.asarray(uniques[per_customer > 1]).tolist())
             _fail(
                 segment_col,
                 f"belong to {int((per_customer > 1).sum()):,} customers that appear in more "
@@ -988,7 +988,7 @@ def validate_transactions(
         np.bitwise_or.at(bits, codes[lost_rows], np.left_shift(1, reason[lost_rows] - 1))
         for combo in np.unique(bits[lost]):
             name = "+".join(r for i, r in enumerate(_REASONS) if combo & (1 << i))
-            removed_groups[name] = tuple(uniques[lost & (bits == combo)])
+            removed_groups[name] = tuple(np.asarray(uniques[lost & (bits == combo)]).tolist())
     if rows_out == 0:
         raise DataValidationError(
             f"no transactions left after cleaning: all {n_in:,} rows were removed "
@@ -1222,7 +1222,7 @@ def rfm_summary(
     np.minimum.at(first_day, codes, day)
     in_summary = first_day <= cal_day
     uniques_arr = np.asarray(uniques)
-    late_ids = tuple(uniques_arr[~in_summary])
+    late_ids = tuple(uniques_arr[~in_summary].tolist())
     if not in_summary.any():
         raise DataValidationError(
             f"no customer made a first purchase on or before calibration_end={cal_end} "
@@ -1251,8 +1251,8 @@ def rfm_summary(
     if zero_spend.any():
         raise DataValidationError(
             f"column 'amount': {int(zero_spend.sum()):,} customers have repeat purchases whose "
-            f"amounts are all 0 (customers {describe_rows(ids[zero_spend])}), so their mean "
-            f"repeat spend is 0 and spend models cannot use them. Validate with "
+            f"amounts are all 0 (customers {describe_rows(ids[zero_spend].tolist())}), so their "
+            f"mean repeat spend is 0 and spend models cannot use them. Validate with "
             f"zero_amounts='drop', or remove these customers."
         )
     recency = (last_occ[sel] - first_day[sel]) / unit
