@@ -145,7 +145,7 @@ def _fit(
 
     def neg_ll(theta: np.ndarray) -> float:
         with np.errstate(all="ignore"):
-            value = -float(np.dot(w, logp(*np.exp(theta), *data)))
+            value = -float(np.sum(w * logp(*np.exp(theta), *data)))
         # A non-finite value only happens at absurd parameters; a large finite value keeps
         # the line search inside the region where the density is defined.
         return value if np.isfinite(value) else 1e300
