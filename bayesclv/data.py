@@ -609,8 +609,8 @@ def _check_labels(values: pd.Series, col: str, labels: pd.Index, what: str) -> N
 def _is_tz_aware(values: pd.Series) -> np.ndarray:
     """Per-row flag: does the raw value carry a time zone or UTC offset?"""
     if values.dtype == object:
-        has_tz = values.map(lambda v: getattr(v, "tzinfo", None) is not None).to_numpy()
-        text = values.map(lambda v: isinstance(v, str)).to_numpy()
+        has_tz = np.array(values.map(lambda v: getattr(v, "tzinfo", None) is not None), bool)
+        text = np.array(values.map(lambda v: isinstance(v, str)), dtype=bool)
     else:
         has_tz = np.zeros(len(values), dtype=bool)
         text = np.ones(len(values), dtype=bool)
