@@ -761,7 +761,7 @@ def _duplicated(columns: list[np.ndarray]) -> np.ndarray:
     n = columns[0].shape[0]
     h = np.zeros(n, dtype=np.uint64)
     for col in columns:
-        h = _mix64(h ^ _mix64(np.ascontiguousarray(col).view(np.uint64)))
+        h = _mix64(h * np.uint64(0x9E3779B97F4A7C15) + np.ascontiguousarray(col).view(np.uint64))
     s = np.sort(h)
     repeated = s[1:][s[1:] == s[:-1]]
     flags = np.zeros(n, dtype=bool)
@@ -771,6 +771,26 @@ def _duplicated(columns: list[np.ndarray]) -> np.ndarray:
     frame = pd.DataFrame({i: col[candidates] for i, col in enumerate(columns)})
     flags[candidates[frame.duplicated(keep="first").to_numpy()]] = True
     return flags
+
+
+def _factorize_ids(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..k-1 and sorted unique ids (``pd.factorize(sort=True)``, faster for ints).
+
+    Integer ids in a compact range (the usual case) are coded through a lookup table in
+    O(n); hash-based factorisation of 10M ids costs about a second.
+    """
+    values = ids.to_numpy() if pd.api.types.is_integer_dtype(ids.dtype) else None
+    if values is not None and values.dtype.kind in "iu" and values.size:
+        lo, hi = int(values.min()), int(values.max())
+        span = hi - lo + 1
+        if span <= max(4 * values.size, 1_000_000):
+            offset = (values - lo).astype(np.intp)
+            present = np.zeros(span, dtype=bool)
+            present[offset] = True
+            table = np.cumsum(present, dtype=np.int64) - 1
+            return table[offset], (np.flatnonzero(present) + lo).astype(values.dtype)
+    codes, uniques = pd.factorize(ids, sort=True)
+    return codes.astype(np.int64), np.asarray(uniques)
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -913,8 +933,7 @@ def validate_transactions(
 
     ids = frame[customer_col]
     _check_labels(ids, customer_col, labels, "id")
-    codes, uniques = pd.factorize(ids, sort=True)
-    codes = codes.astype(np.int64)
+    codes, uniques = _factorize_ids(ids)
     n_customers = len(uniques)
     seg_values = None
     if segment_col is not None:
@@ -996,16 +1015,22 @@ def validate_transactions(
             f"after observation_end {int((reason == 3).sum()):,}). Check the options."
         )
 
+    # Take from the pandas arrays (not .to_numpy()) so Arrow strings and categoricals
+    # keep their type without a round trip through Python objects.
+    everything = bool(keep.all())
+    rows = None if everything else np.flatnonzero(keep)
+
+    def take(values: pd.Series) -> Any:
+        return values.array if everything else values.array.take(rows)
+
     out = {
-        "customer_id": ids.to_numpy()[keep] if not keep.all() else ids.to_numpy(),
-        "date": dates[keep],
-        "amount": amount[keep],
+        "customer_id": take(ids),
+        "date": dates if everything else dates[rows],
+        "amount": amount if everything else amount[rows],
     }
     if seg_values is not None:
-        out["segment"] = seg_values.to_numpy()[keep]
-    clean = pd.DataFrame(out, index=labels[keep], copy=False)
-    if seg_values is not None and isinstance(seg_values.dtype, pd.CategoricalDtype):
-        clean["segment"] = pd.Categorical(clean["segment"], dtype=seg_values.dtype)
+        out["segment"] = take(seg_values)
+    clean = pd.DataFrame(out, index=labels if everything else labels[rows], copy=False)
     notes.append(
         f"options: negative_amounts={negative_amounts!r}, zero_amounts={zero_amounts!r}, "
         f"duplicates={duplicates!r}, after_end={after_end!r}, "
@@ -1213,8 +1238,7 @@ def rfm_summary(
     obs_day = int(obs_end.astype(np.int64))
     unit = DAYS_PER_UNIT[time_unit]
 
-    codes, uniques = pd.factorize(clean["customer_id"], sort=True)
-    codes = codes.astype(np.int64)
+    codes, uniques = _factorize_ids(clean["customer_id"])
     n_all = len(uniques)
     amount = clean["amount"].to_numpy(dtype=np.float64)
 
@@ -1271,7 +1295,10 @@ def rfm_summary(
         }
 
     if has_segment:
-        seg = clean["segment"]
+        # one row per customer is enough: each customer has one segment (validated)
+        first_row = np.empty(n_all, dtype=np.int64)
+        first_row[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+        seg = clean["segment"].iloc[first_row]
         if isinstance(seg.dtype, pd.CategoricalDtype):
             seg_codes = seg.cat.codes.to_numpy().astype(np.int64)
             categories = seg.cat.categories
@@ -1284,9 +1311,7 @@ def rfm_summary(
                 f"segment names are not unique once written as text: {list(names)[:20]}; "
                 f"convert the segment column to strings that differ."
             )
-        seg_of = np.zeros(n_all, dtype=np.int64)
-        seg_of[codes] = seg_codes  # one segment per customer (validated)
-        segment = seg_of[sel]
+        segment = seg_codes[sel]
     else:
         names = ("all",)
         segment = np.zeros(int(sel.sum()), dtype=np.int64)

@@ -34,6 +34,7 @@ NUMPY = SimpleNamespace(
     logsumexp=_np_logsumexp,
     where=np.where,
     maximum=np.maximum,
+    expit=sps.expit,
     asarray=np.asarray,
     expand=lambda x: np.asarray(x)[..., None],
 )
@@ -55,6 +56,7 @@ def _tensor_namespace() -> SimpleNamespace:
         logsumexp=lambda x, axis: pt.logsumexp(x, axis=axis),
         where=pt.switch,
         maximum=pt.maximum,
+        expit=pt.sigmoid,
         asarray=pt.as_tensor_variable,
         expand=lambda x: pt.as_tensor_variable(x)[..., None],
     )

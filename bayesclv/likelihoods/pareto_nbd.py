@@ -18,11 +18,11 @@ The first term is "alive at T", the second "dropped out at tau in (t_x, T]".
 The integrand ``exp(h(tau))`` is log-convex and decreasing. We change variables to
 ``omega = ((m + t_x) / (m + tau))^(k-1)`` with ``k = r+s+x+1`` and ``m + t_x = k / |h'(t_x)|``:
 this is the exact antiderivative of a power law whose log-slope matches ``h`` at
-``t_x``, so what is left under the integral, ``R = exp(h(tau)) (m+tau)^k``, is smooth,
-bounded, and tends to a constant as ``tau`` grows (the exponents of ``R`` sum to 0).
-A fixed Gauss-Legendre rule on ``omega in [omega_T, 1]`` then integrates it to near
-machine precision, the whole computation stays in log space (``logsumexp``), and the
-gradient is that of ordinary elementary functions.
+``t_x`` (then refined, see ``N_ANCHOR_STEPS``), so what is left under the integral,
+``R = exp(h(tau)) (m+tau)^k``, is smooth, bounded, and tends to a constant as ``tau``
+grows (the exponents of ``R`` sum to 0). A fixed Gauss-Legendre rule on
+``omega in [omega_T, 1]`` then integrates it accurately, the whole computation stays in
+log space (``logsumexp``), and the gradient is that of ordinary elementary functions.
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ import numpy as np
 
 from bayesclv.likelihoods._ops import ops_for
 
-#: Number of Gauss-Legendre nodes. Tested against scipy's adaptive quadrature and the
-#: hypergeometric closed form to a relative error below 1e-10 over the test grid.
-N_NODES = 24
+#: Number of Gauss-Legendre nodes and of anchor refinement steps. Against scipy's
+#: adaptive quadrature on random parameters (r, s in 0.05..20, alpha, beta in 0.1..500,
+#: x up to 10,000, T up to 5,000) the median absolute error of the log-likelihood is
+#: ~3e-8 and the worst ~0.03 (two-scale integrands, alpha/beta > 1e3); on CDNOW-like
+#: values below 1e-9. See tests/test_likelihood_oracles.py.
+N_NODES = 16
+N_ANCHOR_STEPS = 2
 _XI, _W = np.polynomial.legendre.leggauss(N_NODES)
 _U = (_XI + 1.0) / 2.0  # nodes on [0, 1]
 _LOG_W = np.log(_W / 2.0)  # weights on [0, 1]
@@ -61,26 +65,35 @@ def pareto_nbd_logp(r, alpha, s, beta, x, t_x, T):
 
     k1 = rx + s  # k - 1 > 0
     k = k1 + 1.0
-    slope = rx / (alpha + t_x) + (s + 1.0) / (beta + t_x)  # -h'(t_x)
-    mc = k / slope  # m + t_x
     gap = T - t_x
     has_gap = gap > 0
     gap_safe = m.where(has_gap, gap, 1.0)
-    # log(1 - omega_T), omega_T = (mc / (mc + gap))^(k-1)
-    log_span = m.log(-m.expm1(-k1 * m.log1p(gap_safe / mc)))
+
+    def slope(tau):  # -h'(tau), the log-slope of the integrand
+        return rx / (alpha + tau) + (s + 1.0) / (beta + tau)
+
+    # Anchor of the power law: matched to h's log-slope at t_x, then moved twice to the
+    # point one decay length later. The first anchor alone misjudges integrands with two
+    # scales (alpha << beta or the reverse); two fixed-point steps fix most of that.
+    mc = k / slope(t_x)  # m + t_x
+    for _ in range(N_ANCHOR_STEPS):
+        step = m.where(mc < gap_safe, mc, gap_safe)
+        mc = k / slope(t_x + step) - step
+    log_mc = m.log(mc)
     log_omega_T = -k1 * m.log1p(gap_safe / mc)
+    log_span = m.log(-m.expm1(log_omega_T))  # log(1 - omega_T)
     omega_T = m.exp(log_omega_T)
-    # Nodes: omega_i = omega_T + (1 - omega_T) u_i ; tau_i - t_x = mc * (omega_i^(-1/k1) - 1)
+    # Nodes: omega_i = omega_T + (1 - omega_T) u_i; log(m + tau_i) = log(mc) - log(omega_i)/k1
     e = m.expand
-    omega = e(omega_T) + e(1.0 - omega_T) * _U
-    d_tau = e(mc) * m.expm1(-m.log(omega) / e(k1))
-    tau = e(t_x) + d_tau
+    log_omega = m.log(e(omega_T) + e(1.0 - omega_T) * _U)
+    shift = -log_omega / e(k1)
+    tau = e(t_x) + e(mc) * m.expm1(shift)
     log_R = (
         -e(rx) * m.log(e(alpha) + tau)
         - e(s + 1.0) * m.log(e(beta) + tau)
-        + e(k) * m.log(e(mc) + d_tau)
+        + e(k) * (e(log_mc) + shift)
     )
     log_quad = m.logsumexp(log_R + _LOG_W, axis=-1)
-    log_dropout = m.log(s) - k1 * m.log(mc) - m.log(k1) + log_span + log_quad
+    log_dropout = m.log(s) - k1 * log_mc - m.log(k1) + log_span + log_quad
     # log(exp(A) + exp(B)) = A + softplus(B - A); B is masked where there is no gap.
     return log_const + log_alive + m.where(has_gap, m.softplus(log_dropout - log_alive), 0.0)

@@ -1,0 +1,318 @@
+"""Fitting: the only module that knows about samplers.
+
+``fit(model, sampler=...)`` returns an ``arviz.InferenceData`` whatever the sampler
+(PyMC NUTS, nutpie, MAP, ADVI), with the paper parameters in ``posterior`` as
+``(chain, draw, segment)`` and the model's metadata in ``attrs``; MAP gives one chain
+of one draw and ADVI draws from the fitted approximation, so nothing downstream
+special-cases them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pymc as pm
+import xarray as xr
+
+from bayesclv.errors import ModelSpecificationError, SavedModelError
+from bayesclv.models._common import model_spec
+from bayesclv.priors import priors_to_dict
+from bayesclv.transforms import NATURAL, TRANSFORMS, UNCONSTRAINED
+
+__all__ = [
+    "SAMPLERS",
+    "fit",
+    "posterior_params",
+    "population_params",
+    "save_fit",
+    "load_fit",
+]
+
+SAMPLERS = ("pymc", "nutpie", "map", "advi")
+FORMAT_VERSION = 1
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _version() -> str:
+    from bayesclv import __version__
+
+    return __version__
+
+
+def fit(
+    model: pm.Model,
+    *,
+    sampler: str = "pymc",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    target_accept: float = 0.9,
+    random_seed: int | None = None,
+    progressbar: bool | None = None,
+    cores: int | None = None,
+    advi_iterations: int = 30_000,
+) -> az.InferenceData:
+    """Fit a model built by a bayesclv builder.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        From ``build_bgnbd``, ``build_pareto_nbd``, ``build_gamma_gamma``, ...
+    sampler : {"pymc", "nutpie", "map", "advi"}
+        ``"pymc"``: PyMC's NUTS. ``"nutpie"``: nutpie's NUTS (Rust; needs the ``nutpie``
+        extra), usually faster on these models. ``"map"``: the posterior mode (L-BFGS),
+        returned as one chain of one draw; no uncertainty. ``"advi"``: mean-field ADVI,
+        ``draws`` draws from the fitted approximation (one chain); an approximation,
+        compare with NUTS before trusting its intervals.
+    draws, tune, chains : int
+        Posterior draws and tuning steps per chain, and number of chains (NUTS).
+    target_accept : float
+        NUTS target acceptance rate.
+    random_seed : int, optional
+        Seed; the same seed and data give the same draws.
+    progressbar : bool, optional
+        Default: on in interactive use (a terminal or a notebook), off otherwise.
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior`` holds the paper parameters (dims ``chain, draw, segment``) and the
+        sampled unconstrained ones; ``sample_stats`` the sampler statistics (NUTS);
+        ``attrs`` the model name, pooling, segment names, time unit, priors (JSON),
+        sampler, timings and package version.
+    """
+    spec = model_spec(model)
+    if sampler not in SAMPLERS:
+        raise ModelSpecificationError(f"sampler={sampler!r}; use one of {SAMPLERS}.")
+    if progressbar is None:
+        progressbar = _interactive()
+    for name, value in (("draws", draws), ("chains", chains)):
+        if int(value) < 1:
+            raise ModelSpecificationError(f"{name} must be >= 1, got {value}.")
+    if int(tune) < 0:
+        raise ModelSpecificationError(f"tune must be >= 0, got {tune}.")
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if sampler == "pymc":
+        with model:
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores if cores is not None else min(chains, 2),
+                target_accept=target_accept,
+                random_seed=random_seed,
+                progressbar=progressbar,
+                compute_convergence_checks=False,
+                idata_kwargs={"log_likelihood": False},
+            )
+    elif sampler == "nutpie":
+        try:
+            import nutpie
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ModelSpecificationError(
+                "sampler='nutpie' needs the nutpie package: pip install 'bayesclv[nutpie]'."
+            ) from exc
+        compiled = nutpie.compile_pymc_model(model)
+        timings["compile_s"] = time.perf_counter() - t0
+        idata = nutpie.sample(
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores if cores is not None else min(chains, 2),
+            target_accept=target_accept,
+            seed=random_seed if random_seed is not None else np.random.SeedSequence().entropy % 2**32,
+            progress_bar=progressbar,
+        )
+        # nutpie stores Deterministics alongside; drop its unconstrained copies of the
+        # transformed variables if any, keep the same variables as PyMC's sampler.
+        idata = az.InferenceData(
+            posterior=idata.posterior, sample_stats=idata.sample_stats
+        )
+    elif sampler == "map":
+        with model:
+            point = pm.find_MAP(progressbar=progressbar, seed=random_seed)
+        idata = az.InferenceData(posterior=_point_to_posterior(model, point))
+    else:  # advi
+        with model:
+            approx = pm.fit(
+                n=advi_iterations,
+                method="advi",
+                random_seed=random_seed,
+                progressbar=progressbar,
+                callbacks=[pm.callbacks.CheckParametersConvergence(tolerance=1e-3)],
+            )
+            idata = approx.sample(draws, random_seed=random_seed)
+        idata = az.InferenceData(posterior=idata.posterior)
+    timings["total_s"] = time.perf_counter() - t0
+
+    idata.attrs.update(
+        {
+            "bayesclv_version": _version(),
+            "bayesclv_format": FORMAT_VERSION,
+            "model": spec.model,
+            "pooling": spec.pooling,
+            "segment_names": json.dumps(list(spec.segment_names)),
+            "segment_sizes": json.dumps(list(spec.segment_sizes)),
+            "time_unit": spec.time_unit,
+            "priors": json.dumps(priors_to_dict(spec.priors)),
+            "sampler": sampler,
+            "draws": int(draws),
+            "tune": int(tune) if sampler in ("pymc", "nutpie") else 0,
+            "chains": int(chains) if sampler in ("pymc", "nutpie") else 1,
+            "random_seed": -1 if random_seed is None else int(random_seed),
+            "n_customers": spec.n_customers,
+            "n_rows": spec.n_rows,
+            "timings": json.dumps(timings),
+        }
+    )
+    return idata
+
+
+def _point_to_posterior(model: pm.Model, point: dict) -> xr.Dataset:
+    """A MAP point as a posterior of one chain and one draw, with the model's dims."""
+    data_vars = {}
+    for var in model.free_RVs + model.deterministics:
+        name = var.name
+        if name not in point:
+            continue
+        value = np.asarray(point[name])
+        dims = list(model.named_vars_to_dims.get(name, ()))
+        if len(dims) != value.ndim:
+            dims = [f"{name}_dim_{i}" for i in range(value.ndim)]
+        data_vars[name] = (["chain", "draw", *dims], value[None, None, ...])
+    coords = {k: list(v) for k, v in model.coords.items() if v is not None}
+    ds = xr.Dataset(data_vars, coords={"chain": [0], "draw": [0], **coords})
+    return ds
+
+
+def _attr_json(idata: az.InferenceData, key: str):
+    try:
+        return json.loads(idata.attrs[key])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise SavedModelError(
+            f"This InferenceData has no valid bayesclv attribute '{key}'; was it made by "
+            f"bayesclv.fit?"
+        ) from exc
+
+
+def posterior_params(idata: az.InferenceData) -> xr.Dataset:
+    """The paper parameters per draw and segment: dims ``(chain, draw, segment)``.
+
+    ``attrs["model"]`` names the model; this is what ``bayesclv.predict`` and
+    ``bayesclv.clv`` take.
+    """
+    kind = idata.attrs.get("model")
+    if kind not in NATURAL:
+        raise SavedModelError(
+            "This InferenceData does not come from bayesclv.fit (no 'model' attribute)."
+        )
+    ds = idata.posterior[list(NATURAL[kind])]
+    ds = ds.assign_coords(segment=_attr_json(idata, "segment_names"))
+    ds.attrs = {"model": kind, "time_unit": idata.attrs.get("time_unit", "")}
+    return ds
+
+
+def population_params(
+    idata: az.InferenceData, segment: str = "new", *, random_seed: int | None = None
+) -> xr.Dataset:
+    """Parameters of a segment unseen at fit time: one draw from the population per draw.
+
+    Under partial pooling each unconstrained parameter of the new segment is drawn as
+    ``mu + sigma * z`` with ``z ~ Normal(0, 1)``, per posterior draw, so the result
+    carries both the uncertainty about the population and the spread between segments.
+    Under complete pooling every segment shares the same parameters, which are returned.
+    Under no pooling there is no population: an error says so.
+    """
+    kind = idata.attrs.get("model")
+    pooling = idata.attrs.get("pooling")
+    post = idata.posterior
+    if kind not in NATURAL:
+        raise SavedModelError("This InferenceData does not come from bayesclv.fit.")
+    if pooling == "none":
+        raise ModelSpecificationError(
+            "pooling='none' has no population distribution, so a new segment has no "
+            "parameters; refit with pooling='partial'."
+        )
+    rng = np.random.default_rng(random_seed)
+    thetas = {}
+    for name in UNCONSTRAINED[kind]:
+        if pooling == "complete":
+            thetas[name] = post[name].values
+        else:
+            mu, sigma = post[f"{name}_mu"].values, post[f"{name}_sigma"].values
+            thetas[name] = mu + sigma * rng.standard_normal(mu.shape)
+    nat = TRANSFORMS[kind](**thetas)
+    ds = xr.Dataset(
+        {k: (("chain", "draw", "segment"), np.asarray(v)[..., None]) for k, v in nat.items()},
+        coords={"chain": post.chain, "draw": post.draw, "segment": [segment]},
+    )
+    ds.attrs = {"model": kind, "time_unit": idata.attrs.get("time_unit", "")}
+    return ds
+
+
+def save_fit(idata: az.InferenceData, path: str | Path) -> Path:
+    """Write a fit to netCDF (no pickle), atomically: a failure leaves no partial file."""
+    import os
+    import tempfile
+
+    if "model" not in idata.attrs:
+        raise SavedModelError("Only fits made by bayesclv.fit can be saved with save_fit.")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_fit(path: str | Path, *, expect_model: str | None = None) -> az.InferenceData:
+    """Read a fit written by :func:`save_fit`, checking that it is complete and compatible."""
+    path = Path(path)
+    if not path.exists():
+        raise SavedModelError(f"No saved fit at {path}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            idata = az.from_netcdf(path)
+            idata.posterior.load()
+    except Exception as exc:  # netCDF/HDF5 raise many types on corrupt files
+        raise SavedModelError(
+            f"{path} is not a readable bayesclv fit (truncated or corrupt netCDF?): {exc}"
+        ) from exc
+    attrs = idata.attrs
+    kind = attrs.get("model")
+    if kind not in NATURAL or "bayesclv_format" not in attrs:
+        raise SavedModelError(f"{path} was not written by bayesclv.save_fit (no model metadata).")
+    if int(attrs["bayesclv_format"]) != FORMAT_VERSION:
+        raise SavedModelError(
+            f"{path} uses bayesclv file format {attrs['bayesclv_format']} (written by bayesclv "
+            f"{attrs.get('bayesclv_version')}); this is bayesclv {_version()} with format "
+            f"{FORMAT_VERSION}. Refit, or load it with the version that wrote it."
+        )
+    if expect_model is not None and kind != expect_model:
+        raise SavedModelError(f"{path} holds a {kind} fit, not {expect_model}.")
+    missing = [p for p in NATURAL[kind] if p not in idata.posterior]
+    if missing:
+        raise SavedModelError(f"{path} lacks posterior variables {missing}: incomplete file.")
+    return idata

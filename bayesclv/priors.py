@@ -1,0 +1,152 @@
+"""Frozen prior specifications.
+
+Every model parameter is sampled on an unconstrained scale chosen for interpretability
+and for posterior geometry (see each spec). A prior is a Normal on that scale. With
+``pooling="partial"`` each unconstrained parameter of segment ``s`` is
+``theta_s = mu + sigma * z_s``: the spec's Normal becomes the prior of the population
+mean ``mu``, and ``sigma ~ HalfNormal(segment_sigma)`` is the between-segment spread.
+
+The defaults are weak. They are stated in words in each class docstring and checked by
+prior predictive simulation in ``tests/test_models.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from bayesclv.errors import ModelSpecificationError
+
+__all__ = [
+    "NormalPrior",
+    "BGNBDPriors",
+    "ParetoNBDPriors",
+    "GammaGammaPriors",
+    "priors_to_dict",
+    "priors_from_dict",
+]
+
+
+@dataclass(frozen=True)
+class NormalPrior:
+    """Normal(mu, sigma) on a parameter's unconstrained scale."""
+
+    mu: float
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mu) and math.isfinite(self.sigma) and self.sigma > 0):
+            raise ModelSpecificationError(
+                f"NormalPrior needs a finite mu and a finite sigma > 0, got mu={self.mu}, "
+                f"sigma={self.sigma}."
+            )
+
+
+def _check_segment_sigma(obj) -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name == "segment_sigma":
+            if not (math.isfinite(value) and value > 0):
+                raise ModelSpecificationError(
+                    f"{type(obj).__name__}.segment_sigma must be finite and > 0, got {value}."
+                )
+        elif not isinstance(value, NormalPrior):
+            raise ModelSpecificationError(
+                f"{type(obj).__name__}.{f.name} must be a NormalPrior, got {type(value).__name__}."
+            )
+
+
+@dataclass(frozen=True)
+class BGNBDPriors:
+    """Priors of the BG/NBD and MBG/NBD models (purchase rate and dropout).
+
+    Unconstrained parameters and what the defaults say in words:
+
+    - ``log_purchase_rate`` = log(r / alpha), the log of the mean purchase rate per time
+      unit. Default Normal(log 0.1, 3): a typical customer buys about once every 10
+      periods, and anything from once in ~4,000 periods to ~40 times a period is within
+      two standard deviations.
+    - ``log_r`` = log r, the shape of the Gamma distribution of purchase rates (small r
+      means very unequal customers). Default Normal(0, 2.5): r between ~0.007 and ~150.
+    - ``logit_dropout`` = logit(a / (a + b)), the mean probability of dropping out after
+      a purchase. Default Normal(logit 0.2, 2): anywhere from ~0.5% to ~90%.
+    - ``log_dropout_concentration`` = log(a + b), how alike customers' dropout
+      probabilities are. Default Normal(log 3, 2.5).
+    - ``segment_sigma``: HalfNormal scale of the between-segment standard deviation of
+      each unconstrained parameter under partial pooling. Default 0.5: segments' mean
+      purchase rates typically differ by a factor within ~e^1 = 2.7 of each other.
+    """
+
+    log_purchase_rate: NormalPrior = NormalPrior(math.log(0.1), 3.0)
+    log_r: NormalPrior = NormalPrior(0.0, 2.5)
+    logit_dropout: NormalPrior = NormalPrior(math.log(0.2 / 0.8), 2.0)
+    log_dropout_concentration: NormalPrior = NormalPrior(math.log(3.0), 2.5)
+    segment_sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_segment_sigma(self)
+
+
+@dataclass(frozen=True)
+class ParetoNBDPriors:
+    """Priors of the Pareto/NBD model.
+
+    - ``log_purchase_rate`` = log(r / alpha): mean purchase rate per time unit, default
+      Normal(log 0.1, 3) (about once every 10 periods).
+    - ``log_r``: shape of purchase-rate heterogeneity, Normal(0, 2.5).
+    - ``log_dropout_rate`` = log(s / beta): mean dropout rate per time unit, default
+      Normal(log 0.02, 3): a typical customer's expected lifetime is about 50 periods.
+    - ``log_s``: shape of dropout-rate heterogeneity, Normal(0, 2.5).
+    - ``segment_sigma``: as in :class:`BGNBDPriors`.
+    """
+
+    log_purchase_rate: NormalPrior = NormalPrior(math.log(0.1), 3.0)
+    log_r: NormalPrior = NormalPrior(0.0, 2.5)
+    log_dropout_rate: NormalPrior = NormalPrior(math.log(0.02), 3.0)
+    log_s: NormalPrior = NormalPrior(0.0, 2.5)
+    segment_sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_segment_sigma(self)
+
+
+@dataclass(frozen=True)
+class GammaGammaPriors:
+    """Priors of the Gamma-Gamma spend model.
+
+    The model is parameterised so that the expected spend per purchase,
+    ``p v / (q - 1)``, exists: ``q = 1 + exp(log_q_minus_1)`` keeps ``q > 1``.
+
+    - ``log_mean_spend`` = log(p v / (q - 1)), the population mean amount per purchase,
+      in the currency of the data. Default Normal(log 50, 3): from about 0.1 to 20,000.
+    - ``log_p``: shape of each purchase amount around the customer's own mean (large p
+      means a customer spends about the same each time). Default Normal(log 2, 2.5).
+    - ``log_q_minus_1``: how alike customers' mean spends are. Default Normal(log 2, 2.5).
+    - ``segment_sigma``: as in :class:`BGNBDPriors`.
+    """
+
+    log_mean_spend: NormalPrior = NormalPrior(math.log(50.0), 3.0)
+    log_p: NormalPrior = NormalPrior(math.log(2.0), 2.5)
+    log_q_minus_1: NormalPrior = NormalPrior(math.log(2.0), 2.5)
+    segment_sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_segment_sigma(self)
+
+
+_PRIOR_CLASSES = {cls.__name__: cls for cls in (BGNBDPriors, ParetoNBDPriors, GammaGammaPriors)}
+
+
+def priors_to_dict(priors) -> dict:
+    """A JSON-able description of a prior spec (stored with saved fits and exports)."""
+    return {"class": type(priors).__name__, **asdict(priors)}
+
+
+def priors_from_dict(d: dict):
+    """Inverse of :func:`priors_to_dict`."""
+    d = dict(d)
+    cls = _PRIOR_CLASSES[d.pop("class")]
+    kwargs = {}
+    for key, value in d.items():
+        kwargs[key] = NormalPrior(**value) if isinstance(value, dict) else value
+    return cls(**kwargs)

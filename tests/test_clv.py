@@ -1,0 +1,246 @@
+"""CLV per draw: discounting, expected vs simulated, totals, chunking and streaming."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import xarray as xr
+from scipy import integrate
+
+from bayesclv.clv import (
+    SIM_BLOCK,
+    discount_schedule,
+    expected_clv,
+    new_customer_clv,
+    score_customers,
+    simulate_clv,
+)
+from bayesclv.data import RFMData
+from bayesclv.predict import (
+    expected_purchases,
+    expected_purchases_new_customer,
+    expected_spend,
+    phi_alive,
+)
+from bayesclv.summary import customer_table, read_metadata, segment_totals
+
+BG = dict(r=0.243, alpha=4.414, a=0.793, b=2.426)
+PNBD = dict(r=0.553, alpha=10.578, s=0.606, beta=11.669)
+GG = dict(p=6.25, q=3.74, v=15.44)
+MODEL_OF = {"bgnbd": BG, "mbgnbd": BG, "pareto_nbd": PNBD}
+SEGS = ("north", "south", "west")
+
+
+def make_params(model, values, segments=SEGS, n_chain=2, n_draw=3, jitter=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (n_chain, n_draw, len(segments))
+    ds = xr.Dataset(
+        {
+            k: (("chain", "draw", "segment"), v * np.exp(jitter * rng.standard_normal(shape)))
+            for k, v in values.items()
+        },
+        coords={"segment": list(segments), "chain": np.arange(n_chain), "draw": np.arange(n_draw)},
+    )
+    if "q" in ds:
+        ds["q"] = np.maximum(ds["q"], 1.5)
+    ds.attrs["model"] = model
+    return ds
+
+
+def random_rfm(n, seed=0, names=SEGS):
+    rng = np.random.default_rng(seed)
+    x = rng.negative_binomial(0.5, 0.2, n)
+    T = np.round(rng.uniform(10, 40, n) * 7) / 7
+    t_x = np.where(x > 0, np.round(T * rng.uniform(size=n) * 7) / 7, 0.0)
+    zbar = np.where(x > 0, rng.gamma(4.0, 10.0, n), 0.0)
+    return RFMData(
+        customer_id=np.array([f"c{i}" for i in range(n)]),
+        frequency=x,
+        recency=t_x,
+        T=T,
+        monetary_value=zbar,
+        segment=rng.integers(0, len(names), n),
+        segment_names=names,
+    )
+
+
+KW = dict(horizon=52.0, discount_rate=0.10, discount_period=52.0)
+
+
+@pytest.fixture(scope="module")
+def rfm():
+    return random_rfm(700)
+
+
+# --------------------------------------------------------------------------- expected
+@pytest.mark.parametrize("model", ["bgnbd", "mbgnbd", "pareto_nbd"])
+@pytest.mark.parametrize("discounting", ["per_period", "continuous"])
+def test_no_discount_equals_purchases_times_spend_times_margin_exactly(rfm, model, discounting):
+    pp, sp = make_params(model, MODEL_OF[model]), make_params("gamma_gamma", GG)
+    clv = expected_clv(pp, sp, rfm, horizon=40.0, discount_rate=0.0, discount_period=52.0,
+                       discounting=discounting, margin=0.3)
+    want = expected_purchases(pp, rfm, 40.0) * expected_spend(sp, rfm) * 0.3
+    assert clv.dims == ("chain", "draw", "customer") and clv.shape == (2, 3, rfm.n_customers)
+    np.testing.assert_array_equal(clv.values, want.values)
+
+
+def test_per_period_discounting_equals_sum_of_discounted_period_increments(rfm):
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    sub = rfm.subset(np.arange(rfm.n_customers) < 40)
+    got = expected_clv(pp, sp, sub, horizon=12.0, discount_rate=0.2, discount_period=4.0,
+                       steps=6).values
+    # Brute force: periods of 2 weeks, each discounted at its end at 20 % per 4 weeks.
+    cum = [expected_purchases(pp, sub, 2.0 * k).values for k in range(7)]
+    want = sum((cum[k] - cum[k - 1]) * 1.2 ** (-2.0 * k / 4.0) for k in range(1, 7))
+    want = want * expected_spend(sp, sub).values
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # Discounting lowers value, more so with a higher rate.
+    undiscounted = expected_clv(pp, sp, sub, horizon=12.0, discount_rate=0.0, discount_period=4.0)
+    assert np.all(got < undiscounted.values)
+
+
+@pytest.mark.parametrize("model", ["bgnbd", "pareto_nbd"])
+def test_continuous_discounting_matches_adaptive_quadrature(model):
+    th = MODEL_OF[model]
+    th = dict(th, alpha=0.2) if model == "bgnbd" else dict(th, beta=0.3)  # hard: small scale
+    rate, period, H = 0.5, 52.0, 104.0
+    delta = math.log1p(rate) / period
+    x, T = 2.0, 3.0
+    t, w = discount_schedule(H, discount_rate=rate, discount_period=period,
+                             discounting="continuous", scale=th.get("alpha", 0.2)
+                             if model == "bgnbd" else th["beta"])
+    got = float(np.sum(w * phi_alive(model, th, x, T, t)))
+
+    # int_0^H exp(-delta tau) dPhi(tau), Phi' by a central difference inside quad
+    def dphi(tau, h=1e-5):
+        lo = max(tau - h, 0.0)
+        hi = phi_alive(model, th, x, T, tau + h)
+        return (hi - phi_alive(model, th, x, T, lo)) / (tau + h - lo)
+
+    want = integrate.quad(lambda s: math.exp(-delta * s) * dphi(s), 0, H, limit=200,
+                          epsrel=1e-10)[0]
+    assert got == pytest.approx(want, rel=1e-7)
+    assert got < float(phi_alive(model, th, x, T, H))
+
+
+def test_discount_schedule_validation_and_units():
+    with pytest.raises(ValueError, match="discount_period"):
+        discount_schedule(52, discount_rate=0.1, discount_period=0)
+    with pytest.raises(ValueError, match="discounting"):
+        discount_schedule(52, discount_rate=0.1, discount_period=52, discounting="monthly")
+    with pytest.raises(ValueError, match="discount_rate"):
+        discount_schedule(52, discount_rate=-1.0, discount_period=52)
+    # An annual 10 % rate over one year of weekly steps: the last week is discounted by 1.1.
+    t, w = discount_schedule(52, discount_rate=0.1, discount_period=52)
+    assert len(t) == 52 and t[-1] == 52
+    assert w[-1] == pytest.approx(1 / 1.1)
+    # Same schedule in days: the rate's period is what matters, not the unit.
+    t_d, w_d = discount_schedule(364, discount_rate=0.1, discount_period=364, steps=52)
+    np.testing.assert_allclose(w_d, w, rtol=1e-14)
+
+
+def test_new_customer_clv_is_unconditional_purchases_times_population_spend():
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    got = new_customer_clv(pp, sp, "south", horizon=52.0, discount_rate=0.0,
+                           discount_period=52.0, margin=0.5)
+    assert got.dims == ("chain", "draw")
+    s = sp.sel(segment="south")
+    want = expected_purchases_new_customer(pp, "south", 52.0) * s.p * s.v / (s.q - 1) * 0.5
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-13)
+    disc = new_customer_clv(pp, sp, "south", **KW)
+    assert np.all(disc.values < got.values / 0.5)
+
+
+# --------------------------------------------------------------------------- simulate
+@pytest.mark.parametrize("model", ["bgnbd", "mbgnbd", "pareto_nbd"])
+@pytest.mark.parametrize("discounting", ["per_period", "continuous"])
+def test_simulated_clv_averages_to_expected_clv(model, discounting):
+    # 6 histories, each repeated 3000 times, 2 draws: compare per (history, draw) means.
+    base = dict(x=[0, 1, 3, 8, 2, 15], t_x=[0.0, 4.0, 20.0, 29.0, 3.0, 30.0],
+                T=[30.0, 30.0, 30.0, 30.0, 30.0, 31.0], z=[0, 20.0, 35.0, 50.0, 10.0, 25.0])
+    reps = 3000
+    n = 6 * reps
+    rfm = RFMData(
+        customer_id=np.arange(n),
+        frequency=np.tile(base["x"], reps),
+        recency=np.tile(base["t_x"], reps),
+        T=np.tile(base["T"], reps),
+        monetary_value=np.tile(base["z"], reps),
+        segment=np.zeros(n, dtype=int),
+        segment_names=("all",),
+    )
+    pp = make_params(model, MODEL_OF[model], segments=("all",), n_chain=1, n_draw=2)
+    sp = make_params("gamma_gamma", GG, segments=("all",), n_chain=1, n_draw=2)
+    kw = dict(horizon=26.0, discount_rate=0.3, discount_period=13.0, discounting=discounting)
+    sim = simulate_clv(pp, sp, rfm, random_seed=5, **kw).values[0].reshape(2, reps, 6)
+    exp = expected_clv(pp, sp, rfm, **kw).values[0, :, :6]
+    mean = sim.mean(axis=1)
+    se = sim.std(axis=1, ddof=1) / np.sqrt(reps)
+    assert np.all(np.abs(mean - exp) <= 4.5 * se + 1e-12), (mean, exp, se)
+    assert (sim == 0).mean() > 0.2  # realised values include customers who buy nothing
+    assert sim.std() > 0
+
+
+def test_simulation_is_reproducible_and_independent_of_chunking():
+    rfm = random_rfm(3 * SIM_BLOCK + 37, seed=4)
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    a = simulate_clv(pp, sp, rfm, random_seed=123, n_jobs=1, **KW)
+    b = simulate_clv(pp, sp, rfm, random_seed=123, n_jobs=2, **KW)
+    c = simulate_clv(pp, sp, rfm, random_seed=124, **KW)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert not np.array_equal(a.values, c.values)
+    tables = []
+    for chunk in (1, 300, 10_000):
+        sc = score_customers(pp, sp, rfm, method="simulate", random_seed=123, chunk_size=chunk,
+                             **KW)
+        # per-customer draws are bit-identical; chunk sums only differ by summation order
+        np.testing.assert_allclose(sc.totals["segment_total"].values,
+                                   segment_totals(a, rfm)["segment_total"].values, rtol=1e-13)
+        tables.append(sc.table)
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    pd.testing.assert_frame_equal(tables[0], tables[2])
+    ref = customer_table(a, rfm)
+    np.testing.assert_array_equal(tables[0]["clv_mean"], ref["clv_mean"])
+    np.testing.assert_array_equal(tables[0]["clv_upper"], ref["clv_upper"])
+
+
+# --------------------------------------------------------------------------- totals, scoring
+def test_segment_totals_are_sums_per_draw(rfm):
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    clv = expected_clv(pp, sp, rfm, **KW)
+    tot = segment_totals(clv, rfm)
+    assert tot["segment_total"].dims == ("chain", "draw", "segment")
+    assert list(tot["segment"].values) == list(SEGS)
+    for i, s in enumerate(SEGS):
+        want = clv.values[:, :, rfm.segment == i].sum(axis=-1)
+        np.testing.assert_allclose(tot["segment_total"].sel(segment=s).values, want, rtol=1e-12)
+    np.testing.assert_allclose(tot["portfolio_total"].values, clv.values.sum(-1), rtol=1e-12)
+
+
+def test_score_customers_matches_full_arrays_and_streams_parquet(rfm, tmp_path):
+    pp, sp = make_params("pareto_nbd", PNBD), make_params("gamma_gamma", GG)
+    clv = expected_clv(pp, sp, rfm, **KW)
+    pa = __import__("bayesclv.predict", fromlist=["x"]).probability_alive(pp, rfm)
+    ep = expected_purchases(pp, rfm, KW["horizon"])
+    ref = customer_table(clv, rfm, p_alive=pa, expected_purchases=ep, prob=0.8, kind="hdi")
+    out = tmp_path / "scores.parquet"
+    sc = score_customers(pp, sp, rfm, chunk_size=97, prob=0.8, kind="hdi", out_parquet=out,
+                         metadata={"convergence": "ok"}, **KW)
+    pd.testing.assert_frame_equal(sc.table, ref, rtol=1e-12)
+    np.testing.assert_allclose(sc.totals["segment_total"].values,
+                               segment_totals(clv, rfm)["segment_total"].values, rtol=1e-12)
+    back = pq.read_table(out).to_pandas()
+    pd.testing.assert_frame_equal(back, sc.table)
+    meta = read_metadata(out)
+    assert meta["convergence"] == "ok" and meta["discount_period"] == 52.0
+    assert list(tmp_path.iterdir()) == [out]  # no temporary files left behind
+
+
+def test_segment_missing_from_params_is_an_error(rfm):
+    pp = make_params("bgnbd", BG, segments=("north", "south"))
+    with pytest.raises(ValueError, match="west"):
+        expected_clv(pp, make_params("gamma_gamma", GG), rfm, **KW)
