@@ -570,3 +570,22 @@ def test_summary_errors():
         rfm_summary(clean, segment_col="region")
     with pytest.raises(DataValidationError, match=r"missing column"):
         rfm_summary(small_log())  # default names do not exist
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [5, 3, 5, 9, 3],  # compact range: lookup-table path
+        [-4, 10**15, -4, 7],  # wide range: hash path
+        np.array([7, 2, 2], dtype=np.uint32),
+    ],
+)
+def test_integer_id_fast_path_agrees_with_pandas_factorize(ids):
+    n = len(ids)
+    df = pd.DataFrame(
+        {"customer_id": ids, "date": pd.Timestamp("2024-01-01"), "amount": np.arange(1.0, n + 1)}
+    )
+    rfm = rfm_summary(df)
+    expect_codes, expect_uniques = pd.factorize(pd.Series(ids), sort=True)
+    np.testing.assert_array_equal(rfm.customer_id, np.asarray(expect_uniques))
+    assert rfm.customer_id.dtype == np.asarray(ids).dtype
