@@ -28,6 +28,8 @@ from scipy import integrate, special, stats
 from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, mbgnbd_logp, pareto_nbd_logp
 
 K_SE = 5.0  # Monte Carlo tolerance in standard errors
+# PyTensor warns once that it found no BLAS; irrelevant to scalar-parameter gradients.
+pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
 PARAM_LEVELS = (1e-3, 1e-1, 1.0, 10.0, 1e3)
 
 
@@ -76,12 +78,14 @@ def oracle_pareto_hyp2f1(r, alpha, s, beta, x, t_x, T):
         c, k2 = alpha, s + 1
 
         def f(t):
-            return special.hyp2f1(rsx, k2, rsx + 1, (alpha - beta) / (alpha + t)) / (c + t) ** rsx
+            z = (alpha - beta) / (alpha + t)
+            return special.hyp2f1(rsx, k2, rsx + 1, z) / np.float64(c + t) ** rsx
     else:
         c, k2 = beta, r + x
 
         def f(t):
-            return special.hyp2f1(rsx, k2, rsx + 1, (beta - alpha) / (beta + t)) / (c + t) ** rsx
+            z = (beta - alpha) / (beta + t)
+            return special.hyp2f1(rsx, k2, rsx + 1, z) / np.float64(c + t) ** rsx
 
     a0 = f(t_x) - f(T)
     alive = (alpha + T) ** -(r + x) * (beta + T) ** -s
@@ -140,22 +144,33 @@ def test_bgnbd_matches_paper_formula_on_extreme_grid(modified):
     assert worst < 1e-10
 
 
+# The package's Pareto/NBD quadrature is accurate when the purchase and dropout time
+# scales alpha and beta are alike, and loses accuracy as they part (reported upstream:
+# e.g. r=1, alpha=10, s=1, beta=0.1, x=0, t_x=0, T=50 gives -0.039664 instead of
+# -0.037421, confirmed by the closed form, quadrature and Monte Carlo). The tests below
+# pin both facts: the first must pass, the second is a strict xfail until it is fixed.
+PARETO_TOL_SIMILAR_SCALES = 1e-4  # current accuracy: a regression guard, not a goal
+PARETO_TOL_ANY = 1e-8  # what a log-likelihood should meet; strict xfail until fixed
+
+
 def test_pareto_nbd_matches_hyp2f1_closed_form_on_moderate_grid():
     """The closed form is trusted where 2F1 converges well and A0 does not cancel."""
     x, t_x, T = data_grid(xs=(0, 1, 3, 10, 40), Ts=(1.0, 10.0, 39.0, 200.0))
     keep = (T - t_x) > 1e-3 * T
     x, t_x, T = x[keep], t_x[keep], T[keep]
-    levels = (0.2, 1.0, 5.0, 20.0)
-    n_checked = 0
-    for r, alpha, s, beta in itertools.product(levels, repeat=4):
+    shapes, scales = (0.2, 1.0, 5.0, 20.0), (5.0, 10.0, 20.0)
+    n_checked = n_total = 0
+    for r, alpha, s, beta in itertools.product(shapes, scales, shapes, scales):
         got = pareto_nbd_logp(r, alpha, s, beta, x, t_x, T)
         for i in range(x.shape[0]):
+            n_total += 1
             expected = oracle_pareto_hyp2f1(r, alpha, s, beta, x[i], t_x[i], T[i])
-            if not np.isfinite(expected):  # 2F1 overflow: the reason we do not use it
+            if not np.isfinite(expected):  # 2F1 overflow: the reason the package avoids it
                 continue
             n_checked += 1
-            assert rel_err(got[i], expected) < 1e-8, (r, alpha, s, beta, x[i], t_x[i], T[i])
-    assert n_checked > 0.9 * len(levels) ** 4 * x.shape[0]
+            err = rel_err(got[i], expected)
+            assert err < PARETO_TOL_SIMILAR_SCALES, (r, alpha, s, beta, x[i], t_x[i], T[i])
+    assert n_checked > 0.9 * n_total
 
 
 def test_pareto_nbd_cdnow_point_matches_hyp2f1():
@@ -164,18 +179,52 @@ def test_pareto_nbd_cdnow_point_matches_hyp2f1():
     assert pareto_nbd_logp(*args) == pytest.approx(oracle_pareto_hyp2f1(*args), rel=1e-10)
 
 
-def test_pareto_nbd_matches_quadrature_on_extreme_grid():
-    x, t_x, T = data_grid(Ts=(0.01, 1.0, 50.0, 5000.0))
+def _pareto_worst_vs_quad(levels, data):
+    x, t_x, T = data
     worst, where = 0.0, None
-    for r, alpha, s, beta in itertools.product((1e-3, 1.0, 1e3), repeat=4):
-        got = pareto_nbd_logp(r, alpha, s, beta, x, t_x, T)
-        assert np.all(np.isfinite(got)), (r, alpha, s, beta)
+    for theta in levels:
+        got = pareto_nbd_logp(*theta, x, t_x, T)
+        assert np.all(np.isfinite(got)), theta
         for i in range(x.shape[0]):
-            expected = oracle_pareto_quad(r, alpha, s, beta, x[i], t_x[i], T[i])
+            expected = oracle_pareto_quad(*theta, x[i], t_x[i], T[i])
             err = rel_err(got[i], expected)
             if err > worst:
-                worst, where = err, (r, alpha, s, beta, x[i], t_x[i], T[i], got[i], expected)
-    assert worst < 1e-9, where
+                worst, where = err, (*theta, x[i], t_x[i], T[i], float(got[i]), expected)
+    return worst, where
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+def test_pareto_nbd_matches_quadrature_with_extreme_data_and_similar_scales():
+    """Frequency to 10,000 and T to 5,000 with alpha, beta within a factor 2 of each other."""
+    levels = itertools.product((1e-3, 0.5, 5.0, 1e3), (5.0, 10.0), (1e-3, 0.5, 5.0, 1e3), (10.0,))
+    worst, where = _pareto_worst_vs_quad(list(levels), data_grid(Ts=(0.01, 50.0, 5000.0)))
+    assert worst < PARETO_TOL_SIMILAR_SCALES, where
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pareto_nbd_logp's fixed 24-node quadrature loses accuracy when alpha and beta "
+    "differ (1e-3 relative at r=2, alpha=50, s=0.5, beta=1, x=0, T=500)",
+)
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+def test_pareto_nbd_matches_quadrature_on_realistic_grid():
+    levels = list(itertools.product((0.1, 0.5, 2.0), (1.0, 10.0, 50.0), repeat=2))
+    data = data_grid(xs=(0, 1, 3, 10, 100, 1000), Ts=(0.5, 39.0, 500.0))
+    worst, where = _pareto_worst_vs_quad(levels, data)
+    assert worst < PARETO_TOL_ANY, where
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pareto_nbd_logp's fixed 24-node quadrature is inaccurate when alpha and beta "
+    "differ by orders of magnitude (errors up to ~1 in logp at the 1e-3/1e3 corners)",
+)
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+def test_pareto_nbd_matches_quadrature_on_extreme_grid():
+    levels = list(itertools.product((1e-3, 1.0, 1e3), repeat=4))
+    data = data_grid(xs=(0, 10, 10_000), Ts=(0.01, 5000.0))
+    worst, where = _pareto_worst_vs_quad(levels, data)
+    assert worst < PARETO_TOL_ANY, where
 
 
 def test_gamma_gamma_matches_beta_prime_density_on_extreme_grid():
@@ -186,7 +235,11 @@ def test_gamma_gamma_matches_beta_prime_density_on_extreme_grid():
         got = gamma_gamma_logp(p, q, v, x, zbar)
         expected = oracle_gamma_gamma(p, q, v, x, zbar)
         assert np.all(np.isfinite(got)), (p, q, v)
-        assert rel_err(got, expected).max() < 1e-9, (p, q, v)
+        # gammaln(p x + q) - gammaln(p x) cancels: allow its rounding (a few ulp of it)
+        tol = 1e-9 * np.maximum(1.0, np.abs(expected)) + 8 * np.finfo(float).eps * np.abs(
+            special.gammaln(p * x + q)
+        )
+        assert np.all(np.abs(got - expected) < tol), (p, q, v)
 
 
 def test_gamma_gamma_integrates_to_one_over_zbar():
@@ -292,11 +345,11 @@ def test_values_and_gradients_finite_on_extreme_grid_and_match_finite_difference
     x, t_x, T = data_grid()
     bad = []
     for theta in itertools.product(PARAM_LEVELS, repeat=4):
-        # one customer at a time: a sum would hide which one is not finite
-        out = np.array([f(*theta, x[i : i + 1], t_x[i : i + 1], T[i : i + 1]) for i in
-                        range(x.shape[0])])  # fmt: skip
-        nonfinite = ~np.isfinite(out).all(axis=1)
-        bad += [(theta, x[i], t_x[i], T[i]) for i in np.flatnonzero(nonfinite)]
+        # a non-finite term makes the sum and its gradient non-finite; then find who
+        if not np.isfinite(f(*theta, x, t_x, T)).all():
+            for i in range(x.shape[0]):
+                if not np.isfinite(f(*theta, x[i : i + 1], t_x[i : i + 1], T[i : i + 1])).all():
+                    bad.append((theta, x[i], t_x[i], T[i]))
     assert not bad, f"{len(bad)} non-finite values or gradients, e.g. {bad[:3]}"
     # gradients are right, not only finite: central differences of the NumPy path
     xm, tm, Tm = data_grid(xs=(0, 1, 7, 60), Ts=(1.0, 39.0))
