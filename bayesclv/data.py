@@ -93,8 +93,10 @@ class RFMData:
     Notes
     -----
     Invariants checked once: equal lengths, unique ids, integer ``frequency >= 0``,
-    ``0 <= recency <= T``, ``recency == 0`` where ``frequency == 0``, positive finite
-    ``monetary_value`` where ``frequency > 0``, segment codes within range.
+    ``0 <= recency <= T``, ``recency == 0`` where ``frequency == 0``, finite
+    ``monetary_value >= 0`` where ``frequency > 0`` (a zero mean repeat spend is kept
+    here; the Gamma-Gamma builder excludes and counts such customers), segment codes
+    within range.
     """
 
     customer_id: np.ndarray
@@ -182,8 +184,8 @@ class RFMData:
         )
         repeat = self.frequency > 0
         check(
-            repeat & (~np.isfinite(self.monetary_value) | (self.monetary_value <= 0)),
-            "'monetary_value' must be finite and > 0 for customers with repeat purchases",
+            repeat & (~np.isfinite(self.monetary_value) | (self.monetary_value < 0)),
+            "'monetary_value' must be finite and >= 0 for customers with repeat purchases",
         )
         check(
             ~repeat & (self.monetary_value != 0),

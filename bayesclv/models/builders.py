@@ -56,7 +56,8 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
         )
 
     if kind == "gamma_gamma":
-        keep = rfm.frequency > 0
+        keep = (rfm.frequency > 0) & (rfm.monetary_value > 0)
+        n_zero_spend = int(((rfm.frequency > 0) & (rfm.monetary_value == 0)).sum())
         if not keep.any():
             raise ModelSpecificationError(
                 "Gamma-Gamma needs customers with at least one repeat purchase (frequency > 0) "
@@ -115,7 +116,12 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
             n_rows=int(len(weights)),
             segment_sizes=tuple(int(s) for s in sizes),
             centered=tuple(bool(c) for c in centered),
-            extra={"priors": asdict(priors)},
+            extra={
+                "priors": asdict(priors),
+                # Gamma-Gamma: repeat buyers whose repeat purchases were all free (zbar = 0)
+                # have no positive spend to model; they are counted, not hidden.
+                "excluded_zero_spend": n_zero_spend if kind == "gamma_gamma" else 0,
+            },
         ),
     )
     return model

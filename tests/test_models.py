@@ -1,0 +1,254 @@
+"""Model builders and fitting, checked against the published CDNOW estimates.
+
+Oracles: Fader, Hardie & Lee (2005) BG/NBD and Pareto/NBD estimates on the CDNOW 1/10
+sample with the 39-week calibration period, and the Gamma-Gamma estimates of Fader,
+Hardie & Lee (2005, JMR) on its 946 repeat buyers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesclv.data import RFMData
+from bayesclv.errors import ModelSpecificationError, SavedModelError
+from bayesclv.fit import fit, load_fit, population_params, posterior_params, save_fit
+from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, pareto_nbd_logp
+from bayesclv.models import (
+    build_bgnbd,
+    build_gamma_gamma,
+    build_mbgnbd,
+    build_pareto_nbd,
+    model_spec,
+)
+from bayesclv.priors import (
+    BGNBDPriors,
+    GammaGammaPriors,
+    NormalPrior,
+    ParetoNBDPriors,
+    priors_from_dict,
+    priors_to_dict,
+)
+
+PUBLISHED = {
+    "bgnbd": {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "LL": -9582.4},
+    "pareto_nbd": {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669, "LL": -9595.0},
+    "gamma_gamma": {"p": 6.25, "q": 3.74, "v": 15.44},
+}
+
+
+def _weak(cls, sigma=10.0):
+    """The class's default prior centres with a very wide sigma ("weak priors")."""
+    base = cls()
+    return cls(
+        **{
+            k: NormalPrior(v.mu, sigma) if isinstance(v, NormalPrior) else v
+            for k, v in base.__dict__.items()
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> RFMData:
+    path = resources.files("bayesclv.datasets") / "data" / (
+        "cdnow_customers_summary_with_transactions.csv"
+    )
+    df = pd.read_csv(path)
+    return RFMData.from_frame(
+        df, customer_id="ID", frequency="x", recency="t_x", T="T", monetary_value="zbar"
+    )
+
+
+def _point(idata, name):
+    return float(posterior_params(idata)[name].values.ravel()[0])
+
+
+@pytest.mark.parametrize(
+    "builder,kind,prior_cls",
+    [
+        (build_bgnbd, "bgnbd", BGNBDPriors),
+        (build_pareto_nbd, "pareto_nbd", ParetoNBDPriors),
+        (build_gamma_gamma, "gamma_gamma", GammaGammaPriors),
+    ],
+)
+def test_map_is_close_to_published_cdnow_estimates(cdnow, builder, kind, prior_cls):
+    model = builder(cdnow, _weak(prior_cls), pooling="complete")
+    idata = fit(model, sampler="map", progressbar=False, random_seed=1)
+    params = {name: _point(idata, name) for name in PUBLISHED[kind] if name != "LL"}
+    for name, value in params.items():
+        rel = abs(value - PUBLISHED[kind][name]) / PUBLISHED[kind][name]
+        assert rel < 0.005, (kind, name, value, PUBLISHED[kind][name])
+    x, t_x, T = cdnow.frequency, cdnow.recency, cdnow.T
+    if kind == "bgnbd":
+        ll = bgnbd_logp(*(params[n] for n in ("r", "alpha", "a", "b")), x, t_x, T).sum()
+    elif kind == "pareto_nbd":
+        ll = pareto_nbd_logp(*(params[n] for n in ("r", "alpha", "s", "beta")), x, t_x, T).sum()
+    else:
+        rep = x > 0
+        assert model_spec(model).n_customers == 946
+        ll = gamma_gamma_logp(params["p"], params["q"], params["v"], x[rep], cdnow.monetary_value[rep]).sum()
+    if "LL" in PUBLISHED[kind]:
+        assert abs(ll - PUBLISHED[kind]["LL"]) < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "builder,kind", [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma")]
+)
+def test_nuts_posterior_covers_published_cdnow_estimates(cdnow, builder, kind):
+    model = builder(cdnow, pooling="complete")
+    idata = fit(model, draws=500, tune=500, chains=4, random_seed=7, progressbar=False)
+    params = posterior_params(idata)
+    assert int(idata.sample_stats.diverging.sum()) == 0
+    import arviz as az
+
+    rhat = az.rhat(params)
+    for name, published in PUBLISHED[kind].items():
+        if name == "LL":
+            continue
+        draws = params[name].values.ravel()
+        lo, med, hi = np.quantile(draws, [0.03, 0.5, 0.97])
+        assert lo < published < hi, (name, lo, hi, published)
+        assert abs(med - published) / published < 0.05, (name, med, published)
+        assert float(rhat[name].max()) <= 1.01
+
+
+def test_every_pooling_gives_segment_dims_and_population_draws(cdnow):
+    seg = (cdnow.T > np.median(cdnow.T)).astype(int)
+    rfm = RFMData(
+        customer_id=cdnow.customer_id,
+        frequency=cdnow.frequency,
+        recency=cdnow.recency,
+        T=cdnow.T,
+        monetary_value=cdnow.monetary_value,
+        segment=seg,
+        segment_names=("late", "early"),
+    )
+    for pooling in ("complete", "partial", "none"):
+        idata = fit(build_bgnbd(rfm, pooling=pooling), sampler="map", progressbar=False)
+        params = posterior_params(idata)
+        assert params["r"].dims == ("chain", "draw", "segment")
+        assert list(params.segment.values) == ["late", "early"]
+        if pooling == "complete":
+            assert np.allclose(params["r"].values[..., 0], params["r"].values[..., 1])
+        if pooling == "none":
+            with pytest.raises(ModelSpecificationError, match="population"):
+                population_params(idata)
+        else:
+            new = population_params(idata, "new", random_seed=1)
+            assert new["a"].dims == ("chain", "draw", "segment")
+            assert np.all(new["a"].values > 0)
+
+
+def test_mbgnbd_map_is_near_its_mle(cdnow):
+    import scipy.optimize as so
+
+    from bayesclv.likelihoods import mbgnbd_logp
+
+    def nll(th):
+        return -mbgnbd_logp(*np.exp(th), cdnow.frequency, cdnow.recency, cdnow.T).sum()
+
+    mle = np.exp(so.minimize(nll, np.zeros(4), method="Nelder-Mead",
+                             options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000}).x)
+    idata = fit(build_mbgnbd(cdnow, _weak(BGNBDPriors), pooling="complete"), sampler="map",
+                progressbar=False)
+    got = [_point(idata, n) for n in ("r", "alpha", "a", "b")]
+    assert np.allclose(got, mle, rtol=0.01)
+
+
+def test_bad_inputs_get_clear_errors(cdnow):
+    with pytest.raises(ModelSpecificationError, match="RFMData"):
+        build_bgnbd(cdnow.to_frame())
+    with pytest.raises(ModelSpecificationError, match="pooling"):
+        build_bgnbd(cdnow, pooling="some")
+    with pytest.raises(ModelSpecificationError, match="priors of type"):
+        build_bgnbd(cdnow, ParetoNBDPriors())
+    empty_segment = RFMData(
+        customer_id=cdnow.customer_id,
+        frequency=cdnow.frequency,
+        recency=cdnow.recency,
+        T=cdnow.T,
+        monetary_value=cdnow.monetary_value,
+        segment=np.zeros(cdnow.n_customers, dtype=int),
+        segment_names=("a", "b"),
+    )
+    with pytest.raises(ModelSpecificationError, match="no customers"):
+        build_pareto_nbd(empty_segment, pooling="partial")
+    one_timers = cdnow.subset(cdnow.frequency == 0)
+    with pytest.raises(ModelSpecificationError, match="repeat purchase"):
+        build_gamma_gamma(one_timers)
+    with pytest.raises(ModelSpecificationError, match="not built by a bayesclv builder"):
+        import pymc as pm
+
+        fit(pm.Model())
+    with pytest.raises(ModelSpecificationError):
+        NormalPrior(0.0, -1.0)
+
+
+def test_priors_round_trip_through_json():
+    for cls in (BGNBDPriors, ParetoNBDPriors, GammaGammaPriors):
+        p = cls()
+        assert priors_from_dict(json.loads(json.dumps(priors_to_dict(p)))) == p
+
+
+def test_prior_predictive_purchases_are_plausible(cdnow):
+    """Default BG/NBD priors: simulate customers from prior draws; typical customers
+    should make between 0 and a few hundred purchases in a year of weeks, not 1e6."""
+    rng = np.random.default_rng(3)
+    pr = BGNBDPriors()
+    from bayesclv.transforms import bgnbd_natural
+
+    n = 4000
+    theta = {
+        name: rng.normal(getattr(pr, name).mu, getattr(pr, name).sigma, n)
+        for name in ("log_purchase_rate", "log_r", "logit_dropout", "log_dropout_concentration")
+    }
+    nat = bgnbd_natural(**theta)
+    lam = rng.gamma(nat["r"], 1.0 / nat["alpha"])
+    p = rng.beta(nat["a"], nat["b"])
+    t = 52.0
+    # expected purchases in t for this customer: (1 - exp(-lam p t)) / p
+    # (1 - exp(-lam p t)) / p, whose limit as p -> 0 is lam t
+    expected = np.where(p > 1e-12, -np.expm1(-lam * p * t) / np.maximum(p, 1e-300), lam * t)
+    med = np.median(expected)
+    assert 0.01 < med < 50, med
+    assert np.mean(expected > 1e4) < 0.05
+
+
+def test_save_and_load_round_trip_predicts_identically(cdnow, tmp_path):
+    idata = fit(build_gamma_gamma(cdnow, pooling="complete"), sampler="map", progressbar=False)
+    path = save_fit(idata, tmp_path / "gg.nc")
+    back = load_fit(path, expect_model="gamma_gamma")
+    a, b = posterior_params(idata), posterior_params(back)
+    for name in ("p", "q", "v"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert back.attrs["priors"] == idata.attrs["priors"]
+    with pytest.raises(SavedModelError, match="not bgnbd|holds a"):
+        load_fit(path, expect_model="bgnbd")
+    broken = tmp_path / "broken.nc"
+    broken.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    with pytest.raises(SavedModelError, match="truncated or corrupt"):
+        load_fit(broken)
+    with pytest.raises(SavedModelError, match="No saved fit"):
+        load_fit(tmp_path / "missing.nc")
+
+
+def test_advi_returns_the_same_posterior_layout(cdnow):
+    idata = fit(
+        build_gamma_gamma(cdnow, pooling="complete"),
+        sampler="advi",
+        draws=200,
+        random_seed=2,
+        progressbar=False,
+        advi_iterations=20_000,
+    )
+    params = posterior_params(idata)
+    assert params["p"].shape == (1, 200, 1)
+    # mean spend p v / (q - 1) is well identified: ADVI should land near the MLE's 35.2
+    mean_spend = (params["p"] * params["v"] / (params["q"] - 1)).median()
+    assert math.isclose(float(mean_spend), 6.25 * 15.44 / 2.74, rel_tol=0.1)
