@@ -137,7 +137,11 @@ def fit(
             chains=chains,
             cores=cores if cores is not None else min(chains, 2),
             target_accept=target_accept,
-            seed=random_seed if random_seed is not None else np.random.SeedSequence().entropy % 2**32,
+            seed=(
+                random_seed
+                if random_seed is not None
+                else int(np.random.SeedSequence().entropy % 2**32)
+            ),
             progress_bar=progressbar,
         )
         # nutpie stores Deterministics alongside; drop its unconstrained copies of the
