@@ -223,29 +223,26 @@ class SimulatedCustomers:
     def to_rfm(self) -> RFMData:
         """The observable calibration (and holdout) summary as an ``RFMData``.
 
-        Requires a spend model: ``RFMData`` needs a positive ``monetary_value`` for every
-        repeat buyer. ``meta`` holds ``"truth"`` (the latent values) and ``"simulation"``
-        (model, parameters, seed).
+        Without a spend model ``monetary_value`` is all zeros and ``holdout_spend`` is
+        zeros (no spend data; spend models refuse such data). ``meta`` holds ``"truth"``
+        (the latent values) and ``"simulation"`` (model, parameters, seed).
         """
-        if self.monetary_value is None:
-            raise ModelSpecificationError(
-                "to_rfm: these customers were simulated without a spend model, but RFMData "
-                "needs monetary_value > 0 for repeat buyers. Pass spend={segment: "
-                "GammaGammaParams(p, q, v)} to the simulator."
-            )
+        n = self.n_customers
+        monetary = np.zeros(n) if self.monetary_value is None else self.monetary_value
+        hold_spend = np.zeros(n) if self.holdout_spend is None else self.holdout_spend
         holdout = self.holdout_length > 0
         return RFMData(
             customer_id=self.customer_id,
             frequency=self.frequency,
             recency=self.recency,
             T=self.T,
-            monetary_value=self.monetary_value,
+            monetary_value=monetary,
             segment=self.segment,
             segment_names=self.segment_names,
             time_unit=self.time_unit,
             first_purchase_value=self.first_purchase_value,
             holdout_frequency=self.holdout_frequency if holdout else None,
-            holdout_spend=self.holdout_spend if holdout else None,
+            holdout_spend=hold_spend if holdout else None,
             holdout_length=self.holdout_length if holdout else None,
             meta={
                 "truth": self.truth,
@@ -509,7 +506,7 @@ def simulate_customers(
     --------
     >>> sim = simulate_customers({"web": BGNBDParams(0.25, 4.4, 0.8, 2.4)}, {"web": 1000},
     ...                          T=(20.0, 40.0), random_seed=1)
-    >>> sim.truth["alive_at_T"].mean() > 0
+    >>> bool(sim.truth["alive_at_T"].mean() > 0)
     True
     """
     params, names, sizes, spend = _normalise_inputs(params, sizes, spend)
@@ -628,18 +625,17 @@ def simulate_rfm(
     sizes: Mapping[str, int] | int,
     *,
     T: float | np.ndarray | tuple[float, float],
-    spend: Mapping[str, GammaGammaParams] | GammaGammaParams,
+    spend: Mapping[str, GammaGammaParams] | GammaGammaParams | None = None,
     holdout_length: float = 0.0,
     time_unit: str = "week",
     random_seed: Any = None,
 ) -> RFMData:
     """Simulate an :class:`~bayesclv.data.RFMData` directly (no transactions materialised).
 
-    Same arguments as :func:`simulate_customers`; ``spend`` is required because
-    ``RFMData`` needs a positive ``monetary_value`` for every repeat buyer. With
-    ``holdout_length > 0`` the result carries ``holdout_frequency``, ``holdout_spend``
-    and ``holdout_length``. The latent truth is in ``rfm.meta["truth"]`` and the
-    parameters in ``rfm.meta["simulation"]``.
+    Same arguments as :func:`simulate_customers`; without ``spend`` the spend columns
+    are zeros (no spend data). With ``holdout_length > 0`` the result carries
+    ``holdout_frequency``, ``holdout_spend`` and ``holdout_length``. The latent truth
+    is in ``rfm.meta["truth"]`` and the parameters in ``rfm.meta["simulation"]``.
     """
     return simulate_customers(
         params,

@@ -382,5 +382,12 @@ def test_invalid_inputs_raise_actionable_errors():
         simulate_customers({"a": CDNOW_BG, "b": CDNOW_PARETO}, {"a": 1, "b": 1}, T=1.0)
     with pytest.raises(ModelSpecificationError, match="one age per customer"):
         simulate_customers(CDNOW_BG, 10, T=np.ones(3), random_seed=1)
-    with pytest.raises(ModelSpecificationError, match="spend"):
-        simulate_customers(CDNOW_BG, 10, T=5.0, random_seed=1).to_rfm()
+    with pytest.raises(ModelSpecificationError, match="spend must give GammaGammaParams"):
+        simulate_customers({"a": CDNOW_BG}, {"a": 5}, T=5.0, spend={"b": CDNOW_GG})
+
+
+def test_simulate_rfm_without_spend_has_zero_spend_columns():
+    rfm = simulate_rfm(CDNOW_BG, 2000, T=(0.0, 52.0), holdout_length=5.0, random_seed=3)
+    assert rfm.frequency.sum() > 0
+    assert np.all(rfm.monetary_value == 0) and np.all(rfm.holdout_spend == 0)
+    assert rfm.first_purchase_value is None
