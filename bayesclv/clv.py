@@ -63,8 +63,12 @@ import xarray as xr
 from bayesclv.data import RFMData
 from bayesclv.predict import (
     DrawParams,
+    bg_G,
+    bg_log_odds,
     customer_columns,
-    log_p_alive,
+    expm1_ratio,
+    p_alive,
+    p_alive_from_log_odds,
     phi_alive,
     spend_mean,
 )
@@ -72,9 +76,9 @@ from bayesclv.summary import (
     _totals_dataset,
     atomic_write,
     check_one_row_per_customer,
-    segment_sums,
+    interval_arrays,
     segment_totals,
-    table_from_arrays,
+    table_from_summaries,
 )
 
 __all__ = [
@@ -226,6 +230,189 @@ def _map(fn, items, n_jobs):
         return list(ex.map(fn, items))
 
 
+#: Rows whose ``w = H / (alpha + T + H)`` exceeds this (young customers with a small
+#: ``alpha``) are computed with hyp2f1 directly instead of the Chebyshev interpolant.
+_W_CUT = 0.95
+#: Relative accuracy aimed at by the interpolant (and checked at run time).
+_CHEB_TOL = 1e-12
+
+
+def _direct_tables(dp, model, g, x, T, times, wsets, n_jobs) -> np.ndarray:
+    """``sum_k wsets[s, k] Phi(times[k])`` per draw and row, Phi evaluated one by one.
+
+    The reference implementation: one closed-form evaluation (a hyp2f1 for BG/NBD) per
+    draw, row and time. Returns (n_sets, n_draws, n_rows).
+    """
+    N, U = dp.n_draws, len(g)
+    out = np.zeros((len(wsets), N, U))
+    block = max(1, _WORK_ELEMENTS // N)
+    use = np.flatnonzero((wsets != 0).any(axis=0))
+
+    def run(start: int) -> None:
+        sl = slice(start, min(start + block, U))
+        th = dp.columns(g[sl])
+        for k in use:
+            phi = phi_alive(model, th, x[sl], T[sl], times[k])
+            for j, w in enumerate(wsets[:, k]):
+                if w != 0:
+                    out[j, :, sl] += w * phi
+
+    _map(run, range(0, U, block), n_jobs)
+    return out
+
+
+def _pareto_tables(dp, g, x, T, times, wsets, n_jobs) -> np.ndarray:
+    """Pareto/NBD: ``Phi = (r+x)/(alpha+T) * B * R(s-1, t/B)``, ``B = beta+T``.
+
+    Only ``R`` depends on time, and only through ``(segment, T)``: sum it once per unique
+    ``(segment, T)`` and draw, then scale per row. Returns (n_sets, n_draws, n_rows).
+    """
+    code, (gT, TT) = _factorize(g, T)
+    th = dp.columns(gT)
+    B = th["beta"] + TT
+    eps = th["s"] - 1.0
+    acc = np.zeros((len(wsets), *B.shape))
+    for k in np.flatnonzero((wsets != 0).any(axis=0)):
+        R = expm1_ratio(eps, np.log1p(times[k] / B))
+        for j, w in enumerate(wsets[:, k]):
+            if w != 0:
+                acc[j] += w * R
+    thr = dp.columns(g)
+    scale = (thr["r"] + x) / (thr["alpha"] + T) * (thr["beta"] + T)
+    return acc[:, :, code] * scale
+
+
+def _cheb_nodes(m: int, W: float) -> tuple[np.ndarray, np.ndarray]:
+    """Chebyshev points on [0, W] and the matrix turning values into coefficients."""
+    j = np.arange(m)
+    theta = np.pi * (j + 0.5) / m
+    nodes = W / 2.0 * (1.0 + np.cos(theta))
+    to_coef = 2.0 / m * np.cos(np.outer(theta, np.arange(m)))  # values @ to_coef = coefs
+    to_coef[:, 0] /= 2.0
+    return nodes, to_coef
+
+
+def _bg_tables(dp, model, g, x, T, times, wsets, n_jobs) -> np.ndarray:
+    """BG/NBD and MBG/NBD tables without one hyp2f1 per draw, row and time.
+
+    ``Phi(t) = c [R(a-1, log1p(t/A)) - (1+t/A)^(1-a) G_x(w)]`` with ``w = t/(A+t)``
+    (:func:`bayesclv.predict._bg_phi`). ``G_x`` depends on the draw and ``(segment, x)``
+    only, is analytic on ``[0, 1)`` and is evaluated at ``w <= W = max H/(alpha+T+H)``:
+    we interpolate it by a Chebyshev series on ``[0, W]`` (``m`` hyp2f1 calls per draw and
+    unique ``(segment, x)``; ``m`` from the Bernstein-ellipse rate set by the branch point
+    ``w = 1``, Trefethen, *Approximation Theory and Approximation Practice*, ch. 8). The
+    sum over times is linear in the coefficients, so per draw and unique ``(segment, T)``
+    we precompute ``Q_i = sum_k weight_k (1+t_k/A)^(1-a) T_i(xi(w_k))`` and each row is a
+    dot product ``c (E - C_x . Q_T)``. Rows with ``W > 0.95`` use :func:`_direct_tables`;
+    a sample of rows is re-checked against it at run time and the whole table falls back
+    to it if the interpolant misses ``1e-9`` relative accuracy.
+    """
+    N, U = dp.n_draws, len(g)
+    H = float(times[-1])
+    out = np.empty((len(wsets), N, U))
+    xcode, (gx, xx) = _factorize(g, x)
+    tcode, (gT, TT) = _factorize(g, T)
+    alpha_min = dp.values["alpha"].min(axis=0)
+    w_max_T = H / (alpha_min[gT] + TT + H)
+    ok_T = w_max_T <= _W_CUT
+    ok = ok_T[tcode]
+    if (~ok).any():
+        sel = np.flatnonzero(~ok)
+        out[:, :, sel] = _direct_tables(dp, model, g[sel], x[sel], T[sel], times, wsets, n_jobs)
+    if not ok.any():
+        return out
+    W = float(w_max_T[ok_T].max())
+    z = 2.0 / W - 1.0
+    rho = z + math.sqrt(z * z - 1.0)
+    m = int(np.clip(math.ceil(-math.log(_CHEB_TOL) / math.log(rho)) + 4, 8, 96))
+    nodes, to_coef = _cheb_nodes(m, W)
+    extra = 1.0 if model == "mbgnbd" else 0.0
+
+    th_x = dp.columns(gx)
+    c_x = th_x["a"] + th_x["b"] + xx + extra - 1.0
+    A1 = c_x - (th_x["r"] + xx)
+    eps_x = th_x["a"] - 1.0
+    thT = dp.columns(gT)
+    A_T = thT["alpha"] + TT
+    eps_T = thT["a"] - 1.0
+    n_sets = len(wsets)
+    use = np.flatnonzero((wsets != 0).any(axis=0))
+    rows = np.flatnonzero(ok)
+    # Work per block of draws, end to end; blocks small enough for the Chebyshev
+    # recurrence below to run in cache (arrays of ~32k values, contiguous per degree).
+    dblock = max(1, min(_WORK_ELEMENTS // max(1, len(gx) * m), 32_768 // max(1, len(gT))))
+
+    def run(d0: int) -> None:
+        sl = slice(d0, min(d0 + dblock, N))
+        # Chebyshev coefficients of G per draw and unique (segment, x): (nd, Ux, m)
+        vals = bg_G(A1[sl, :, None], eps_x[sl, :, None], c_x[sl, :, None], nodes)
+        coef = vals @ to_coef
+        # Q[j, i] = sum_k wsets[j, k] base_k T_i(xi_k) and E[j] per unique (segment, T)
+        A_s, e_s = A_T[sl], eps_T[sl]
+        Q = np.zeros((n_sets, m, *A_s.shape))
+        E = np.zeros((n_sets, *A_s.shape))
+        cur = np.empty(A_s.shape)
+        for k in use:
+            t = times[k]
+            L = np.log1p(t / A_s)
+            base = np.exp(-e_s * L)
+            xi2 = np.clip(2.0 * (t / (A_s + t)) / W - 1.0, -1.0, 1.0)
+            R = expm1_ratio(e_s, L)
+            for j in range(n_sets):
+                wk = wsets[j, k]
+                if wk == 0:
+                    continue
+                E[j] += wk * R
+                Qj = Q[j]
+                prev2 = wk * base  # T_0 term
+                Qj[0] += prev2
+                if m == 1:
+                    continue
+                prev1 = prev2 * xi2  # T_1 term
+                Qj[1] += prev1
+                for deg in range(2, m):
+                    np.multiply(xi2, prev1, out=cur)
+                    cur *= 2.0
+                    cur -= prev2
+                    Qj[deg] += cur
+                    prev2, prev1, cur = prev1, cur, prev2
+        # Rows: c_x (E_T - coef_x . Q_T)
+        nd = A_s.shape[0]
+        rblock = max(1, _WORK_ELEMENTS // (nd * m))
+        Qt = [np.ascontiguousarray(Q[j].transpose(1, 2, 0)) for j in range(n_sets)]
+        for r0 in range(0, len(rows), rblock):
+            rs = rows[r0 : r0 + rblock]
+            cx, ct = xcode[rs], tcode[rs]
+            C = coef[:, cx, :]
+            for j in range(n_sets):
+                dot = np.einsum("nrm,nrm->nr", C, Qt[j][:, ct, :])
+                out[j, sl][:, rs] = c_x[sl][:, cx] * (E[j][:, ct] - dot)
+
+    _map(run, range(0, N, dblock), n_jobs)
+
+    # Run-time check on a sample of rows and draws against the direct evaluation.
+    rng = np.random.default_rng(0)
+    pick_r = rng.choice(rows, size=min(len(rows), 32), replace=False)
+    pick_d = rng.choice(N, size=min(N, 4), replace=False)
+    sub = dp_subset(dp, pick_d)
+    ref = _direct_tables(sub, model, g[pick_r], x[pick_r], T[pick_r], times, wsets, 1)
+    got = out[:, pick_d][:, :, pick_r]
+    scale = np.maximum(np.abs(ref), 1e-300)
+    if np.max(np.abs(got - ref) / scale) > 1e-9:
+        return _direct_tables(dp, model, g, x, T, times, wsets, n_jobs)
+    return out
+
+
+def dp_subset(dp: DrawParams, draws: np.ndarray) -> DrawParams:
+    """A shallow copy of ``dp`` holding only the given flattened draws."""
+    sub = object.__new__(DrawParams)
+    sub.__dict__.update(dp.__dict__)
+    sub.values = {k: v[draws] for k, v in dp.values.items()}
+    sub.n_chain, sub.n_draw = 1, len(draws)
+    sub.chain = sub.draw = None
+    return sub
+
+
 class _Engine:
     """Per-draw tables shared by all chunks of one scoring run (internal)."""
 
@@ -237,6 +424,7 @@ class _Engine:
         disc: _Discount,
         margin: float,
         n_jobs: int | None,
+        fast: bool = True,
     ):
         if not isinstance(rfm, RFMData):
             raise TypeError(f"rfm must be an RFMData, got {type(rfm).__name__}.")
@@ -251,6 +439,7 @@ class _Engine:
                 f"draws ({self.sp.n_chain} x {self.sp.n_draw}) must match draw by draw."
             )
         self.rfm, self.disc, self.margin, self.n_jobs = rfm, disc, margin, n_jobs
+        self.fast = fast
         self.model = self.dp.model
         self.pcol = customer_columns(self.dp, rfm)
         self.scol = customer_columns(self.sp, rfm)
@@ -262,52 +451,102 @@ class _Engine:
 
     def _alive_tables(self, g, x, T) -> tuple[np.ndarray, np.ndarray]:
         """(n_draws, n_unique) discounted and undiscounted purchases given alive."""
-        N, U = self.dp.n_draws, len(g)
-        value = np.empty((N, U))
-        horizon_purchases = np.empty((N, U))
-        block = max(1, _WORK_ELEMENTS // N)
-        use = np.flatnonzero(self.weights != 0)
-        last = len(self.times) - 1
+        wsets = np.stack([self.weights, np.eye(len(self.times))[-1]])
+        if self.model == "pareto_nbd":
+            out = _pareto_tables(self.dp, g, x, T, self.times, wsets, self.n_jobs)
+        elif self.fast and not np.array_equal(wsets[0], wsets[1]):
+            # (No discounting needs Phi at the horizon only: one hyp2f1 per draw and row,
+            # and it keeps expected_clv exactly equal to purchases x spend x margin.)
+            out = _bg_tables(self.dp, self.model, g, x, T, self.times, wsets, self.n_jobs)
+        else:
+            out = _direct_tables(self.dp, self.model, g, x, T, self.times, wsets, self.n_jobs)
+        # Stored (row, draw): customers gather contiguous rows.
+        return np.ascontiguousarray(out[0].T), np.ascontiguousarray(out[1].T)
 
-        def run(start: int) -> None:
-            sl = slice(start, min(start + block, U))
-            th = self.dp.columns(g[sl])
-            acc = np.zeros((N, sl.stop - sl.start))
-            for k in np.union1d(use, [last]):
-                phi = phi_alive(self.model, th, x[sl], T[sl], self.times[k])
-                if self.weights[k] != 0:
-                    acc += self.weights[k] * phi
-                if k == last:
-                    horizon_purchases[:, sl] = phi
-            value[:, sl] = acc
+    def customer_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Customers with equal (segment, x, t_x, T, zbar) have equal expected-CLV draws.
 
-        _map(run, range(0, U, block), self.n_jobs)
-        return value, horizon_purchases
-
-    def p_alive(self, idx: np.ndarray) -> np.ndarray:
-        """(n_draws, len(idx)) P(alive), computed once per unique (segment, x, t_x, T)."""
+        Returns the key of each customer, one representative customer per key and the
+        number of customers per key.
+        """
         rfm = self.rfm
-        g = self.pcol[idx]
-        code, (ug, ux, utx, uT) = _factorize(
-            g, rfm.frequency[idx].astype(np.float64), rfm.recency[idx], rfm.T[idx]
+        kcode, _ = _factorize(
+            self.pcol, self.scol, rfm.frequency, rfm.recency, rfm.T, rfm.monetary_value
         )
-        lp = log_p_alive(self.model, self.dp.columns(ug), ux, utx, uT)
-        return np.exp(lp)[:, code]
+        n_keys = int(kcode.max()) + 1
+        rep = np.empty(n_keys, dtype=np.intp)
+        rep[kcode[::-1]] = np.arange(len(kcode))[::-1]
+        return kcode, rep, np.bincount(kcode, minlength=n_keys)
 
-    def expected(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected CLV, P(alive) and expected purchases, each (n_draws, len(idx))."""
+    def _groups(self, idx: np.ndarray):
+        """Split positions of ``idx`` by (purchase column, spend column)."""
+        key = self.pcol[idx] * (self.sp.values["p"].shape[1] + 1) + self.scol[idx]
+        order = np.argsort(key, kind="stable")
+        bounds = np.flatnonzero(np.diff(key[order])) + 1
+        return np.split(order, bounds)
+
+    def expected(
+        self, idx: np.ndarray, need: tuple[str, ...] = ("clv", "p_alive", "purchases")
+    ) -> dict[str, np.ndarray]:
+        """Expected CLV, P(alive) and expected purchases of customers ``idx``.
+
+        Each array is (len(idx), n_draws): customer-major, so per-customer summaries
+        over draws read contiguous memory. Customers are processed per segment, with the
+        segment's draws broadcast as a row (no per-element parameter gathers).
+        """
+        rfm, dp, sp = self.rfm, self.dp, self.sp
+        N = dp.n_draws
+        out = {k: np.empty((len(idx), N)) for k in need}
+        for pos in self._groups(idx):
+            cust = idx[pos]
+            th = {k: v[:, self.pcol[cust[0]]][None, :] for k, v in dp.values.items()}
+            x = rfm.frequency[cust].astype(np.float64)[:, None]
+            pa = self._p_alive_group(th, cust)
+            if "p_alive" in out:
+                out["p_alive"][pos] = pa
+            vc = self.v_code[cust]
+            if "purchases" in out:
+                out["purchases"][pos] = pa * self.purchases_alive[vc]
+            if "clv" in out:
+                ths = {k: v[:, self.scol[cust[0]]][None, :] for k, v in sp.values.items()}
+                spend = spend_mean(ths, x, rfm.monetary_value[cust][:, None])
+                out["clv"][pos] = pa * self.value_alive[vc] * spend * self.margin
+        return out
+
+    def _p_alive_group(self, th: dict, cust: np.ndarray) -> np.ndarray:
+        """P(alive) of customers of one segment, (len(cust), n_draws).
+
+        BG/NBD and MBG/NBD: the logs in ``z`` are taken once per distinct ``x``, ``T``
+        and ``t_x`` of the group (whole days give few distinct values) and gathered, and
+        the arithmetic is that of :func:`bayesclv.predict.p_alive`, so results are
+        bit-identical to it.
+        """
         rfm = self.rfm
-        pa = self.p_alive(idx)
-        vc = self.v_code[idx]
-        spend = spend_mean(
-            self.sp.columns(self.scol[idx]), rfm.frequency[idx], rfm.monetary_value[idx]
-        )
-        clv = pa * self.value_alive[:, vc] * spend * self.margin
-        return clv, pa, pa * self.purchases_alive[:, vc]
+        x, t_x, T = rfm.frequency[cust], rfm.recency[cust], rfm.T[cust]
+        if self.model not in ("bgnbd", "mbgnbd"):
+            return p_alive(self.model, th, x[:, None].astype(np.float64), t_x[:, None],
+                           T[:, None])
+        ux, xc = np.unique(x, return_inverse=True)
+        uT, Tc = np.unique(T, return_inverse=True)
+        ut, tc = np.unique(t_x, return_inverse=True)
+        a, b, r, alpha = th["a"], th["b"], th["r"], th["alpha"]
+        uxf = ux.astype(np.float64)[:, None]
+        if self.model == "bgnbd":
+            log_ab = np.log(a) - np.log(np.where(uxf > 0, b + uxf - 1.0, 1.0))
+        else:
+            log_ab = np.log(a) - np.log(b + uxf)
+        log_T = np.log(alpha + uT[:, None])
+        log_t = np.log(alpha + ut[:, None])
+        rx = r + x.astype(np.float64)[:, None]
+        z = bg_log_odds(self.model, log_ab[xc], rx, log_T[Tc] - log_t[tc])
+        pa = p_alive_from_log_odds(z)
+        if self.model == "bgnbd":
+            pa[x == 0] = 1.0
+        return pa
 
     # ------------------------------------------------------------------ simulation
     def simulate_block(self, block: int, entropy: int) -> np.ndarray:
-        """Realised discounted value of customers in one SIM_BLOCK, (n_draws, n_block)."""
+        """Realised discounted value of customers in one SIM_BLOCK, (n_block, n_draws)."""
         rfm, dp, disc = self.rfm, self.dp, self.disc
         n = rfm.n_customers
         idx = np.arange(block * SIM_BLOCK, min((block + 1) * SIM_BLOCK, n))
@@ -315,18 +554,18 @@ class _Engine:
             np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=(block,)))
         )
         N, m = dp.n_draws, len(idx)
-        out = np.zeros(N * m)
+        out = np.zeros(m * N)
         H = disc.horizon
         if H == 0:
-            return out.reshape(N, m)
-        pa = self.p_alive(idx).ravel()
-        alive = np.flatnonzero(rng.random(N * m) < pa)
+            return out.reshape(m, N)
+        pa = self.expected(idx, ("p_alive",))["p_alive"].ravel()
+        alive = np.flatnonzero(rng.random(m * N) < pa)
         if alive.size == 0:
-            return out.reshape(N, m)
-        cust = np.broadcast_to(idx, (N, m)).ravel()[alive]
-        col = np.broadcast_to(self.pcol[idx], (N, m)).ravel()[alive]
-        scol = np.broadcast_to(self.scol[idx], (N, m)).ravel()[alive]
-        drw = np.broadcast_to(np.arange(N)[:, None], (N, m)).ravel()[alive]
+            return out.reshape(m, N)
+        cust = idx[alive // N]
+        drw = alive % N
+        col = self.pcol[cust]
+        scol = self.scol[cust]
         x = rfm.frequency[cust].astype(np.float64)
         T = rfm.T[cust]
         th = {k: v[drw, col] for k, v in dp.values.items()}
@@ -342,7 +581,7 @@ class _Engine:
             end = np.full(alive.size, H)
         act = np.flatnonzero(tau <= end)
         if act.size == 0:
-            return out.reshape(N, m)
+            return out.reshape(m, N)
         # Only customers with at least one purchase need a dropout probability and a
         # spend rate: drawing them lazily keeps the cost proportional to purchases.
         if self.model != "pareto_nbd":
@@ -356,7 +595,7 @@ class _Engine:
         nu = rng.standard_gamma(sp["q"] + sp["p"] * xa) / (sp["v"] + xa * zbar)
         p_spend = sp["p"]
         lam_a, end_a, tau_a = lam[act], end[act], tau[act]
-        pos = alive[act]  # position in the (N*m) output
+        pos = alive[act]  # position in the (m*N) output
         value = np.zeros(act.size)
         live = np.arange(act.size)
         while live.size:
@@ -368,16 +607,16 @@ class _Engine:
             tau_a[live] += rng.standard_exponential(live.size) / lam_a[live]
             live = live[tau_a[live] <= end_a[live]]
         out[pos] = value * self.margin
-        return out.reshape(N, m)
+        return out.reshape(m, N)
 
     def simulate(self, idx_start: int, idx_stop: int, entropy: int) -> np.ndarray:
-        """Simulated CLV of customers ``idx_start:idx_stop`` (block-aligned start)."""
+        """Simulated CLV of customers ``idx_start:idx_stop``, (n_customers, n_draws)."""
         first = idx_start // SIM_BLOCK
         last = (idx_stop - 1) // SIM_BLOCK
         parts = _map(lambda b: self.simulate_block(b, entropy), range(first, last + 1), self.n_jobs)
-        full = np.concatenate(parts, axis=1)
+        full = np.concatenate(parts, axis=0)
         off = idx_start - first * SIM_BLOCK
-        return full[:, off : off + (idx_stop - idx_start)]
+        return full[off : off + (idx_stop - idx_start)]
 
 
 def _entropy(random_seed) -> int:
@@ -480,15 +719,16 @@ def expected_clv(
     """
     disc = _check_discount(horizon, discount_rate, discount_period, discounting, steps)
     eng = _Engine(purchase_params, spend_params, rfm, disc, margin, n_jobs)
-    n = rfm.n_customers
-    out = np.empty((eng.dp.n_draws, n))
+    kcode, rep, _ = eng.customer_keys()
+    vals = np.empty((len(rep), eng.dp.n_draws))
     chunk = max(1, _WORK_ELEMENTS // eng.dp.n_draws)
 
     def run(bounds):
         start, stop = bounds
-        out[:, start:stop] = eng.expected(np.arange(start, stop))[0]
+        vals[start:stop] = eng.expected(rep[start:stop], ("clv",))["clv"]
 
-    _map(run, _chunks(n, chunk), n_jobs)
+    _map(run, _chunks(len(rep), chunk), n_jobs)
+    out = vals.T[:, kcode]
     return _wrap(eng, out, "expected_clv", _attrs(eng, method="expected"))
 
 
@@ -539,7 +779,7 @@ def simulate_clv(
     disc = _check_discount(horizon, discount_rate, discount_period, discounting, steps)
     entropy = _entropy(random_seed)
     eng = _Engine(purchase_params, spend_params, rfm, disc, margin, n_jobs)
-    out = eng.simulate(0, rfm.n_customers, entropy)
+    out = eng.simulate(0, rfm.n_customers, entropy).T
     return _wrap(eng, out, "simulated_clv", _attrs(eng, method="simulate", random_seed=entropy))
 
 
@@ -578,7 +818,7 @@ def new_customer_clv(
     )
     disc = _check_discount(horizon, discount_rate, discount_period, discounting, steps)
     eng = _Engine(purchase_params, spend_params, rfm, disc, margin, 1)
-    clv = eng.expected(np.arange(1))[0]
+    clv = eng.expected(np.arange(1), ("clv",))["clv"].T
     da = _wrap(eng, clv, "new_customer_clv", _attrs(eng, segment=str(segment)))
     return da.isel(customer=0, drop=True)
 
@@ -647,69 +887,93 @@ def score_customers(
         chunk_size = SIM_BLOCK * math.ceil(chunk_size / SIM_BLOCK)
         entropy = _entropy(random_seed)
     eng = _Engine(purchase_params, spend_params, rfm, disc, margin, n_jobs)
-    labels = rfm.segment_labels()
-    seg_acc = np.zeros((eng.dp.n_draws, rfm.n_segments))
-    tables: list[pd.DataFrame] = []
+    N, S = eng.dp.n_draws, rfm.n_segments
+    names = ("mean", "median", "lower", "upper", "p_alive", "purchases")
 
-    def chunk_table(start: int, stop: int) -> pd.DataFrame:
-        idx = np.arange(start, stop)
-        if method == "expected":
-            # Threads split the customers of a chunk; each sub-range is independent.
-            sub = max(1, math.ceil(len(idx) / max(1, n_jobs or os.cpu_count() or 1)))
-            parts = _map(lambda s: eng.expected(idx[s : s + sub]), range(0, len(idx), sub), n_jobs)
-            clv = np.concatenate([p[0] for p in parts], axis=1)
-            pa = np.concatenate([p[1] for p in parts], axis=1)
-            ep = np.concatenate([p[2] for p in parts], axis=1)
-        else:
-            clv = eng.simulate(start, stop, entropy)
-            _, pa, ep = eng.expected(idx)
-        seg_acc[:] += segment_sums(clv, rfm.segment[idx], rfm.n_segments)
-        return table_from_arrays(
-            rfm.customer_id[idx],
-            labels[idx],
-            np.ascontiguousarray(clv.T),
-            p_alive=pa.mean(axis=0),
-            expected_purchases=ep.mean(axis=0),
-            prob=prob,
-            kind=kind,
-            horizon=disc.horizon,
-            time_unit=rfm.time_unit,
-        )
+    def summarise(idx: np.ndarray, clv: np.ndarray | None, weights: np.ndarray) -> tuple:
+        """Per-row summaries of (rows, draws) CLV and its per-draw segment sums."""
+        need = ("p_alive", "purchases") if clv is not None else ("clv", "p_alive", "purchases")
+        res = eng.expected(idx, need)
+        if clv is None:
+            clv = res["clv"]
+        summ = interval_arrays(clv, prob, kind)
+        summ["p_alive"] = res["p_alive"].mean(axis=1)
+        summ["purchases"] = res["purchases"].mean(axis=1)
+        onehot = np.zeros((len(idx), S))
+        onehot[np.arange(len(idx)), rfm.segment[idx]] = weights
+        return summ, clv.T @ onehot
 
-    if out_parquet is None:
-        for start, stop in _chunks(rfm.n_customers, chunk_size):
-            tables.append(chunk_table(start, stop))
+    if method == "expected":
+        # Customers with the same key share their draws: summarise each key once,
+        # weight its draws by its number of customers in the segment totals.
+        kcode, rep, counts = eng.customer_keys()
+        per_key = {k: np.empty(len(rep)) for k in names}
+
+        def run(bounds):
+            start, stop = bounds
+            summ, seg = summarise(rep[start:stop], None, counts[start:stop])
+            for k in names:
+                per_key[k][start:stop] = summ[k]
+            return seg
+
+        seg_parts = _map(run, _chunks(len(rep), chunk_size), n_jobs)
+        per_customer = {k: v[kcode] for k, v in per_key.items()}
     else:
-        import json
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        meta = {**_attrs(eng, method=method), **dict(metadata or {})}
-
-        def write(tmp: Path) -> None:
-            writer = None
-            try:
-                for start, stop in _chunks(rfm.n_customers, chunk_size):
-                    t = chunk_table(start, stop)
-                    tables.append(t)
-                    tbl = pa.Table.from_pandas(t, preserve_index=False)
-                    if writer is None:
-                        md = dict(tbl.schema.metadata or {})
-                        md[b"bayesclv"] = json.dumps(meta, default=str).encode()
-                        schema = tbl.schema.with_metadata(md)
-                        writer = pq.ParquetWriter(tmp, schema)
-                    writer.write_table(tbl.cast(schema))
-            finally:
-                if writer is not None:
-                    writer.close()
-
-        atomic_write(Path(out_parquet), write)
-    table = pd.concat(tables, ignore_index=True)
+        per_customer = {k: np.empty(rfm.n_customers) for k in names}
+        seg_parts = []
+        for start, stop in _chunks(rfm.n_customers, chunk_size):
+            idx = np.arange(start, stop)
+            clv = eng.simulate(start, stop, entropy)
+            summ, seg = summarise(idx, clv, np.ones(len(idx)))
+            for k in names:
+                per_customer[k][start:stop] = summ[k]
+            seg_parts.append(seg)
+    seg_acc = np.zeros((N, S))
+    for part in seg_parts:  # fixed order: deterministic sums
+        seg_acc += part
+    table = table_from_summaries(
+        rfm.customer_id,
+        rfm.segment_labels(),
+        per_customer,
+        p_alive=per_customer["p_alive"],
+        expected_purchases=per_customer["purchases"],
+        prob=prob,
+        kind=kind,
+        horizon=disc.horizon,
+        time_unit=rfm.time_unit,
+    )
     check_one_row_per_customer(table, rfm.customer_id)
+    if out_parquet is not None:
+        meta = {**_attrs(eng, method=method), **dict(metadata or {})}
+        _write_parquet_chunks(table, Path(out_parquet), chunk_size, meta)
     c, d = eng.dp.n_chain, eng.dp.n_draw
     like = xr.Dataset(coords={k: v for k, v in (("chain", eng.dp.chain), ("draw", eng.dp.draw))
                               if v is not None})
     totals = _totals_dataset(seg_acc.reshape(c, d, -1), like, rfm.segment_names)
     totals.attrs.update(_attrs(eng, method=method))
     return CustomerScores(table, totals)
+
+
+def _write_parquet_chunks(table: pd.DataFrame, path: Path, chunk_size: int, meta: dict) -> None:
+    """Write ``table`` as Parquet row groups of ``chunk_size`` rows, atomically."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for start, stop in _chunks(len(table), chunk_size):
+                tbl = pa.Table.from_pandas(table.iloc[start:stop], preserve_index=False)
+                if writer is None:
+                    md = dict(tbl.schema.metadata or {})
+                    md[b"bayesclv"] = json.dumps(meta, default=str).encode()
+                    schema = tbl.schema.with_metadata(md)
+                    writer = pq.ParquetWriter(tmp, schema)
+                writer.write_table(tbl.cast(schema))
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write(path, write)

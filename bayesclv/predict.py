@@ -224,7 +224,46 @@ def log_p_alive(model: str, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarr
     raise ModelSpecificationError(f"unknown purchase model {model!r}")
 
 
-def _expm1_ratio(eps, L):
+def bg_log_odds(model: str, log_ab: np.ndarray, rx: np.ndarray, log_growth: np.ndarray):
+    """``z = log_ab + rx * log_growth``: log of the "dropped out" over "alive" term.
+
+    ``log_ab = log(a) - log(b+x-1)`` (BG/NBD) or ``log(a) - log(b+x)`` (MBG/NBD),
+    ``rx = r + x`` and ``log_growth = log(alpha+T) - log(alpha+t_x)``. Factored out so
+    :mod:`bayesclv.clv` can build the parts from per-segment tables and still get the
+    same floating-point result as :func:`p_alive`.
+    """
+    return log_ab + rx * log_growth
+
+
+def p_alive_from_log_odds(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(z))`` (0 when ``exp(z)`` overflows, where P is below 1e-308)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(z))
+
+
+def p_alive(model: str, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
+    """P(alive at T | x, t_x, T), elementwise (see :func:`log_p_alive` for the formulas).
+
+    BG/NBD and MBG/NBD are evaluated as ``1 / (1 + exp(z))`` (no overflow to NaN for
+    large ``x`` or ``T``); Pareto/NBD as ``exp(log P)``.
+    """
+    if model not in ("bgnbd", "mbgnbd"):
+        return np.exp(log_p_alive(model, th, x, t_x, T))
+    x = np.asarray(x, dtype=np.float64)
+    a, b, r, alpha = th["a"], th["b"], th["r"], th["alpha"]
+    growth = np.log(alpha + np.asarray(T, dtype=np.float64)) - np.log(
+        alpha + np.asarray(t_x, dtype=np.float64)
+    )
+    if model == "bgnbd":
+        has_repeat = x > 0
+        log_ab = np.log(a) - np.log(np.where(has_repeat, b + x - 1.0, 1.0))
+        pa = p_alive_from_log_odds(bg_log_odds(model, log_ab, r + x, growth))
+        return np.where(has_repeat, pa, 1.0)
+    log_ab = np.log(a) - np.log(b + x)
+    return p_alive_from_log_odds(bg_log_odds(model, log_ab, r + x, growth))
+
+
+def expm1_ratio(eps, L):
     """``(1 - exp(-eps L)) / eps``, equal to ``L`` in the limit ``eps -> 0``."""
     small = np.abs(eps) < _NEAR_ONE
     eps_safe = np.where(small, 1.0, eps)
@@ -251,8 +290,7 @@ def _bg_phi(r, alpha, a, b_eff, x, T, t) -> np.ndarray:
 
     ``Phi = c * [ (1 - (1+k)^(1-a)) / (a-1) - (1+k)^(1-a) (F - 1)/(a-1) ]``.
 
-    ``G = (F-1)/(a-1)`` is smooth in ``a``; for ``|a-1| < 1e-4`` it is interpolated
-    linearly between ``a = 1 +- 1e-4`` (error O(1e-8) relative, round-off O(1e-12)).
+    ``G = (F-1)/(a-1)`` is evaluated by :func:`bg_G`, smooth through ``a = 1``.
     """
     n = r + x
     c = a + b_eff - 1.0
@@ -260,20 +298,29 @@ def _bg_phi(r, alpha, a, b_eff, x, T, t) -> np.ndarray:
     L = np.log1p(k)
     w = k / (1.0 + k)
     eps = a - 1.0
-    shape = np.broadcast_shapes(np.shape(c - n), np.shape(eps), np.shape(w))
-    A1, eps_b, c_b, w_b = (np.broadcast_to(z, shape).ravel() for z in (c - n, eps, c, w))
+    G = bg_G(c - n, eps, c, w)
+    return c * (expm1_ratio(eps, L) - np.exp(-eps * L) * G)
+
+
+def bg_G(A1, eps, c, w) -> np.ndarray:
+    """``G = (2F1(A1, eps; c; w) - 1) / eps`` elementwise, smooth through ``eps = 0``.
+
+    ``G`` is analytic in ``eps``; for ``|eps| < 1e-4`` it is interpolated linearly between
+    ``eps = +-1e-4`` (error O(1e-8) relative, round-off O(1e-12)) instead of dividing a
+    difference that cancels.
+    """
+    shape = np.broadcast_shapes(np.shape(A1), np.shape(eps), np.shape(c), np.shape(w))
+    A1, eps_b, c_b, w_b = (np.broadcast_to(z, shape).ravel() for z in (A1, eps, c, w))
     near = np.abs(eps_b) < _NEAR_ONE_F
     eps_f = np.where(near, _NEAR_ONE_F, eps_b)
     G = (sps.hyp2f1(A1, eps_f, c_b, w_b) - 1.0) / eps_f
     if near.any():
-        # G(eps) is smooth in eps: interpolate linearly between eps = +-d.
         args = (A1[near], c_b[near], w_b[near])
         d = _NEAR_ONE_F
         g_hi = (sps.hyp2f1(args[0], d, args[1], args[2]) - 1.0) / d
         g_lo = (sps.hyp2f1(args[0], -d, args[1], args[2]) - 1.0) / -d
         G[near] = 0.5 * (g_hi + g_lo) + eps_b[near] * (g_hi - g_lo) / (2 * d)
-    G = G.reshape(shape)
-    return c * (_expm1_ratio(eps, L) - np.exp(-eps * L) * G)
+    return G.reshape(shape)
 
 
 def _pareto_phi(r, alpha, s, beta, x, T, t) -> np.ndarray:
@@ -288,7 +335,7 @@ def _pareto_phi(r, alpha, s, beta, x, T, t) -> np.ndarray:
     limit ``(beta+T) log(1 + t/(beta+T))`` at ``s = 1`` (evaluated via ``expm1``).
     """
     B = beta + T
-    return (r + x) / (alpha + T) * B * _expm1_ratio(s - 1.0, np.log1p(t / B))
+    return (r + x) / (alpha + T) * B * expm1_ratio(s - 1.0, np.log1p(t / B))
 
 
 def phi_alive(model: str, th: Mapping[str, np.ndarray], x, T, t) -> np.ndarray:
@@ -344,7 +391,7 @@ def probability_alive(params: xr.Dataset, rfm: RFMData) -> xr.DataArray:
     dp = DrawParams(params, "purchase")
     cols = customer_columns(dp, rfm)
     th = dp.columns(cols)
-    out = np.exp(log_p_alive(dp.model, th, rfm.frequency, rfm.recency, rfm.T))
+    out = p_alive(dp.model, th, rfm.frequency, rfm.recency, rfm.T)
     return dp.wrap(out, "customer", rfm.customer_id).rename("p_alive")
 
 
@@ -374,7 +421,7 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float) -> xr.D
     cols = customer_columns(dp, rfm)
     th = dp.columns(cols)
     x, t_x, T = rfm.frequency, rfm.recency, rfm.T
-    out = np.exp(log_p_alive(dp.model, th, x, t_x, T)) * phi_alive(dp.model, th, x, T, h)
+    out = p_alive(dp.model, th, x, t_x, T) * phi_alive(dp.model, th, x, T, h)
     da = dp.wrap(out, "customer", rfm.customer_id).rename("expected_purchases")
     da.attrs.update(horizon=h, time_unit=rfm.time_unit)
     return da
@@ -399,7 +446,7 @@ def expected_purchases_new_customer(
     dp = DrawParams(params, "purchase")
     col = dp.positions([str(segment)])
     th = dp.columns(col)
-    out = np.exp(log_p_alive(dp.model, th, 0.0, 0.0, 0.0)) * phi_alive(dp.model, th, 0.0, 0.0, h)
+    out = p_alive(dp.model, th, 0.0, 0.0, 0.0) * phi_alive(dp.model, th, 0.0, 0.0, h)
     da = dp.wrap(out, "segment", [str(segment)]).isel(segment=0, drop=True)
     da.attrs.update(horizon=h, segment=str(segment))
     return da.rename("expected_purchases_new_customer")
