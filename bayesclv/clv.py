@@ -314,6 +314,8 @@ def _bg_tables(dp, model, g, x, T, times, wsets, n_jobs) -> np.ndarray:
     """
     N, U = dp.n_draws, len(g)
     H = float(times[-1])
+    if H <= 0:
+        return np.zeros((len(wsets), N, U))
     out = np.empty((len(wsets), N, U))
     xcode, (gx, xx) = _factorize(g, x)
     tcode, (gT, TT) = _factorize(g, T)

@@ -97,7 +97,9 @@ def worker(args) -> dict:
     pp = make_params(BG_CDNOW, "bgnbd", args.draws, args.segments, seed=2)
     sp = make_params(GG_CDNOW, "gamma_gamma", args.draws, args.segments, seed=3)
     t_inputs = time.perf_counter() - t0
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     sc = score_customers(
         pp,
         sp,
@@ -114,9 +116,13 @@ def worker(args) -> dict:
         n_jobs=args.n_jobs,
     )
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - cpu0
     unique_xT = len({(a, b, c) for a, b, c in zip(rfm.segment, rfm.frequency, rfm.T, strict=True)})
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "load_avg_1min_before": load_before,
+        "load_avg_1min_after": os.getloadavg()[0],
         "input_seconds": t_inputs,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rows": len(sc.table),
@@ -218,11 +224,19 @@ def main(argv=None) -> None:
         f"horizon {args.horizon:g} weeks, {record['discounting']}, interval {record['interval']}, "
         f"chunk {args.chunk_size}, median of {args.repeats}",
         "",
-        "| method | median seconds | peak RSS (MB) |",
-        "|---|---|---|",
+        "Wall seconds are sensitive to other load on the machine: the 1-minute load average",
+        "before and after each run is recorded (a quiet 2-CPU machine shows < 2).",
+        "",
+        "| method | median wall s | median CPU s | peak RSS (MB) | load avg (before/after) |",
+        "|---|---|---|---|---|",
     ]
     for m, r in results.items():
-        lines.append(f"| {m} | {r['median_seconds']:.1f} | {r['max_peak_rss_mb']:.0f} |")
+        cpu = statistics.median(x["cpu_seconds"] for x in r["runs"])
+        loads = ", ".join(
+            f"{x['load_avg_1min_before']:.1f}/{x['load_avg_1min_after']:.1f}" for x in r["runs"]
+        )
+        wall, rss = r["median_seconds"], r["max_peak_rss_mb"]
+        lines.append(f"| {m} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {loads} |")
     (RESULTS / f"clv_scoring_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

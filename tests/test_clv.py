@@ -244,3 +244,42 @@ def test_segment_missing_from_params_is_an_error(rfm):
     pp = make_params("bgnbd", BG, segments=("north", "south"))
     with pytest.raises(ValueError, match="west"):
         expected_clv(pp, make_params("gamma_gamma", GG), rfm, **KW)
+
+
+# --------------------------------------------------------------------------- fast tables
+@pytest.mark.parametrize("model", ["bgnbd", "mbgnbd"])
+@pytest.mark.parametrize("discounting", ["per_period", "continuous"])
+@pytest.mark.parametrize(
+    "values",
+    [BG, dict(BG, a=1.0, alpha=0.3), dict(BG, a=1.00002), dict(BG, a=6.0, b=12.0)],
+    ids=["cdnow", "a=1,small-alpha", "a~1", "large-a"],
+)
+def test_chebyshev_alive_tables_match_one_hyp2f1_per_row(model, discounting, values):
+    # The interpolated tables (used for speed) against the direct closed form, including
+    # rows the fast path must hand to the direct one (young customers, small alpha) and
+    # a customer with 10,000 purchases.
+    from bayesclv.clv import _bg_tables, _check_discount, _direct_tables, _schedule
+    from bayesclv.predict import DrawParams
+
+    rfm = random_rfm(120, seed=2)
+    dp = DrawParams(make_params(model, values, n_chain=1, n_draw=3, jitter=0.1), "purchase")
+    g = np.append(dp.positions(rfm.segment_names)[rfm.segment], [0, 1, 2])
+    x = np.append(rfm.frequency.astype(float), [10_000.0, 0.0, 3.0])
+    T = np.append(rfm.T, [20_000.0, 0.0, 0.5])
+    disc = _check_discount(52.0, 0.1, 52.0, discounting, None)
+    t, w = _schedule(disc, float(dp.values["alpha"].min()))
+    wsets = np.stack([w, np.eye(len(t))[-1]])
+    fast = _bg_tables(dp, model, g, x, T, t, wsets, 2)
+    direct = _direct_tables(dp, model, g, x, T, t, wsets, 1)
+    np.testing.assert_allclose(fast, direct, rtol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["bgnbd", "pareto_nbd"])
+def test_zero_horizon_is_worth_nothing(rfm, model):
+    pp, sp = make_params(model, MODEL_OF[model]), make_params("gamma_gamma", GG)
+    kw = dict(horizon=0.0, discount_rate=0.1, discount_period=52.0)
+    assert np.all(expected_clv(pp, sp, rfm, **kw).values == 0)
+    assert np.all(simulate_clv(pp, sp, rfm, random_seed=0, **kw).values == 0)
+    sc = score_customers(pp, sp, rfm, **kw)
+    assert (sc.table["clv_upper"] == 0).all() and (sc.table["expected_purchases"] == 0).all()
+    assert (sc.table["p_alive"] > 0).all()
