@@ -517,11 +517,14 @@ def posterior_predictive_frequency(
         }
         res = simulate.simulate_customers(pop, sizes, T=T_sorted, random_seed=rng)
         sim[j] = count(res.frequency, seg_sorted)
+    observed = count(rfm.frequency, rfm.segment)
     groups = ("all", *rfm.segment_names)
+    if rfm.n_segments == 1:  # the single segment is the whole population
+        groups, observed, sim = ("all",), observed[:1], sim[:, :1]
     return FrequencyCheck(
         groups=groups,
         bins=tuple(_bin_labels(max_count)),
-        observed=count(rfm.frequency, rfm.segment),
+        observed=observed,
         simulated=sim,
         model=dp.model,
     )
@@ -834,7 +837,9 @@ def holdout_evaluation(
         if q == "purchases" or sp is not None
         for p in probs
     ]
-    coverage = pd.DataFrame(cov_rows).set_index(["quantity", "prob"])
+    coverage = pd.DataFrame(
+        cov_rows, columns=["quantity", "prob", "coverage", "mean_width"]
+    ).set_index(["quantity", "prob"])
     table["log_predictive_density"] = lpd
     return HoldoutEvaluation(
         model=model,
