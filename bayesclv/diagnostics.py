@@ -689,6 +689,7 @@ def conditional_expectations(
     counts = np.bincount(b, minlength=n_bins)
     dp = DrawParams(params, "purchase")
     sums = np.zeros((dp.n_draws, n_bins))
+    chunk_size = max(1, min(int(chunk_size), int(5e6 // dp.n_draws)))
     for sl in _chunks(rfm.n_customers, chunk_size):
         mask = np.zeros(rfm.n_customers, dtype=bool)
         mask[sl] = True
@@ -800,6 +801,8 @@ def holdout_evaluation(
     inside = {(q, p): 0 for q in ("purchases", "spend") for p in probs}
     width = {k: 0.0 for k in inside}
     lpd = np.empty(rfm.n_customers)
+    # (draws x customers) per block; Pareto/NBD's quadrature multiplies it by 16 nodes
+    chunk_size = max(1, min(int(chunk_size), int(1e6 // len(idx))))
     for sl in _chunks(rfm.n_customers, chunk_size):
         x = rfm.frequency[sl].astype(float)
         t_x, T = rfm.recency[sl], rfm.T[sl]
@@ -982,8 +985,13 @@ def tracking(
             dp.model, th, 0.0, 0.0, t[None, :]
         )
         e = np.where(uniq[None, :] < 0, 0.0, e)  # not yet acquired
-        per_cell = e[:, inv.reshape(ages.shape)]  # (draws, n_days_acq, n_periods)
-        expected_cum += np.einsum("dap,a->dp", per_cell, n_per_day.astype(float))
+        # weights[u, p]: customers whose age at the end of period p is uniq[u]; one
+        # matrix product then sums over customers without a draws x days x periods array
+        weights = np.zeros((uniq.size, n_periods))
+        periods = np.broadcast_to(np.arange(n_periods), ages.shape)
+        np.add.at(weights, (inv.reshape(ages.shape), periods),
+                  np.broadcast_to(n_per_day[:, None], ages.shape).astype(float))
+        expected_cum += e @ weights
     expected_inc = np.diff(expected_cum, axis=1, prepend=0.0)
     actual_inc = np.diff(actual_cum, prepend=0.0)
     iv_c = interval_arrays(expected_cum.T, prob)
