@@ -1,0 +1,459 @@
+"""The ``bayesclv`` command line: fit, score/export, and a demo on the built-in CDNOW data.
+
+Exit status: 0 success; 2 bad input or options; 3 a fit failed its convergence checks
+(pass ``--allow-bad-fit`` to proceed anyway, and the verdict is written into every
+output's metadata); 130 interrupted (no partial output files are left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """
+examples:
+  # the built-in CDNOW demo: partial pooling over acquisition months, BG/NBD + Gamma-Gamma
+  bayesclv demo --out bayesclv-output
+
+  # fit your own log (CSV or Parquet), segment by channel, 39 weeks of calibration
+  bayesclv fit orders.csv --customer-col user --date-col ts --amount-col revenue \\
+      --segment-col channel --calibration-end 2024-09-30 --time-unit week --out fits/
+
+  # score and export CLV credible intervals: one year, 10%/year discount, 30% margin
+  bayesclv score fits/ --horizon 52 --discount-rate 0.10 --discount-period 52 \\
+      --margin 0.3 --out clv.xlsx
+"""
+
+EXIT_BAD_INPUT = 2
+EXIT_BAD_FIT = 3
+
+
+def _log(msg: str) -> None:
+    print(f"[bayesclv {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What ``fit`` needs, in one frozen object (also written to ``settings.json``)."""
+
+    model: str = "bgnbd"
+    pooling: str = "partial"
+    sampler: str = "pymc"
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    target_accept: float = 0.9
+    random_seed: int = 2024
+    progressbar: bool = True
+
+
+_BUILDERS = {"bgnbd", "mbgnbd", "pareto_nbd"}
+
+
+def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool) -> dict:
+    """Fit the purchase model and Gamma-Gamma, save both, and return the run summary."""
+    from bayesclv import models
+    from bayesclv.diagnostics import convergence_report
+    from bayesclv.fit import fit, save_fit
+
+    builders = {
+        "bgnbd": models.build_bgnbd,
+        "mbgnbd": models.build_mbgnbd,
+        "pareto_nbd": models.build_pareto_nbd,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    fits = {}
+    roles = (("purchase", builders[settings.model]), ("spend", models.build_gamma_gamma))
+    for role, builder in roles:
+        name = settings.model if role == "purchase" else "gamma_gamma"
+        _log(f"fitting {name} ({settings.pooling} pooling, {rfm.n_segments} segments, "
+             f"{settings.sampler}, {settings.chains} chains x {settings.draws} draws)")
+        t0 = time.perf_counter()
+        idata = fit(
+            builder(rfm, pooling=settings.pooling),
+            sampler=settings.sampler,
+            draws=settings.draws,
+            tune=settings.tune,
+            chains=settings.chains,
+            target_accept=settings.target_accept,
+            random_seed=settings.random_seed,
+            progressbar=settings.progressbar,
+        )
+        report = convergence_report(idata)
+        idata.attrs["convergence"] = json.dumps(report.to_dict(), default=str)
+        _log(f"{name}: {time.perf_counter() - t0:.1f} s; convergence: {report.verdict}")
+        save_fit(idata, out_dir / f"{role}_fit.nc")
+        reports[role] = report
+        fits[role] = idata
+    rfm.to_frame().reset_index().to_parquet(out_dir / "customers.parquet")
+    (out_dir / "settings.json").write_text(
+        json.dumps({**settings.__dict__, "time_unit": rfm.time_unit}, indent=2)
+    )
+    verdicts = {role: r.verdict for role, r in reports.items()}
+    (out_dir / "diagnostics.txt").write_text(
+        "\n\n".join(f"== {role} model ==\n{r}" for role, r in reports.items()) + "\n"
+    )
+    (out_dir / "diagnostics.json").write_text(
+        json.dumps({role: r.to_dict() for role, r in reports.items()}, indent=2, default=str)
+    )
+    failed = [role for role, v in verdicts.items() if v == "fail"]
+    if failed and not allow_bad_fit:
+        for role in failed:
+            print(str(reports[role]), file=sys.stderr)
+        raise SystemExit(EXIT_BAD_FIT)
+    return {"fits": fits, "reports": reports, "verdicts": verdicts}
+
+
+def _load_fit_dir(fit_dir: Path):
+    import pandas as pd
+
+    from bayesclv.data import RFMData
+    from bayesclv.errors import SavedModelError
+    from bayesclv.fit import load_fit
+
+    if not (fit_dir / "purchase_fit.nc").exists():
+        raise SavedModelError(
+            f"{fit_dir} has no purchase_fit.nc: run 'bayesclv fit ... --out {fit_dir}' first."
+        )
+    purchase = load_fit(fit_dir / "purchase_fit.nc")
+    spend = load_fit(fit_dir / "spend_fit.nc", expect_model="gamma_gamma")
+    df = pd.read_parquet(fit_dir / "customers.parquet")
+    settings = json.loads((fit_dir / "settings.json").read_text())
+    rfm = RFMData.from_frame(
+        df.astype({"segment": str}),
+        customer_id="customer_id",
+        segment="segment",
+        time_unit=settings["time_unit"],
+    )
+    # keep the fitted segment order (from_frame sorts names)
+    names = json.loads(purchase.attrs["segment_names"])
+    if tuple(names) != rfm.segment_names:
+        import numpy as np
+
+        order = {n: i for i, n in enumerate(names)}
+        codes = np.array([order[s] for s in rfm.segment_labels()], dtype=np.int64)
+        rfm = RFMData(
+            customer_id=rfm.customer_id,
+            frequency=rfm.frequency,
+            recency=rfm.recency,
+            T=rfm.T,
+            monetary_value=rfm.monetary_value,
+            segment=codes,
+            segment_names=tuple(names),
+            time_unit=rfm.time_unit,
+        )
+    return purchase, spend, rfm, settings
+
+
+def score_and_export(
+    purchase,
+    spend,
+    rfm,
+    out: Path,
+    *,
+    horizon: float,
+    discount_rate: float,
+    discount_period: float,
+    discounting: str,
+    margin: float,
+    prob: float,
+    kind: str,
+    method: str,
+    random_seed: int,
+) -> dict[str, Any]:
+    """Score every customer, export the table (and segment totals) with metadata."""
+    from bayesclv import __version__
+    from bayesclv.clv import score_customers
+    from bayesclv.fit import posterior_params
+    from bayesclv.summary import export, totals_table
+
+    _log(f"scoring {rfm.n_customers:,} customers ({method} CLV, horizon {horizon:g} "
+         f"{rfm.time_unit}s)")
+    scores = score_customers(
+        posterior_params(purchase),
+        posterior_params(spend),
+        rfm,
+        horizon=horizon,
+        discount_rate=discount_rate,
+        discount_period=discount_period,
+        discounting=discounting,
+        margin=margin,
+        prob=prob,
+        kind=kind,
+        method=method,
+        random_seed=random_seed,
+    )
+    verdict = {
+        "purchase": json.loads(purchase.attrs.get("convergence", "{}")).get("verdict"),
+        "spend": json.loads(spend.attrs.get("convergence", "{}")).get("verdict"),
+    }
+    metadata = {
+        "bayesclv_version": __version__,
+        "models": {"purchase": purchase.attrs["model"], "spend": "gamma_gamma"},
+        "pooling": purchase.attrs["pooling"],
+        "priors": {
+            "purchase": json.loads(purchase.attrs["priors"]),
+            "spend": json.loads(spend.attrs["priors"]),
+        },
+        "sampler": purchase.attrs["sampler"],
+        "horizon": horizon,
+        "time_unit": rfm.time_unit,
+        "discount_rate": discount_rate,
+        "discount_period": discount_period,
+        "discounting": discounting,
+        "margin": margin,
+        "interval": {"kind": kind, "prob": prob},
+        "clv_method": method,
+        "convergence_verdict": verdict,
+        "n_customers": rfm.n_customers,
+    }
+    path = export(scores.table, out, metadata=metadata)
+    totals = totals_table(scores.totals, prob, kind)
+    totals_out = out.with_name(out.stem + "_segments" + out.suffix)
+    totals_path = export(totals, totals_out, metadata=metadata)
+    _log(f"wrote {path} ({len(scores.table):,} customers) and {totals_path}")
+    return {"table": scores.table, "totals": totals, "scores": scores, "path": path}
+
+
+def _rfm_from_args(args) -> Any:
+    from bayesclv.data import rfm_summary
+
+    rfm = rfm_summary(
+        args.transactions,
+        customer_col=args.customer_col,
+        date_col=args.date_col,
+        amount_col=args.amount_col,
+        segment_col=args.segment_col,
+        time_unit=args.time_unit,
+        calibration_end=args.calibration_end,
+        observation_end=args.observation_end,
+        negative_amounts=args.negative_amounts,
+        zero_amounts=args.zero_amounts,
+        duplicates=args.duplicates,
+    )
+    report = rfm.meta.get("cleaning_report")
+    if report is not None:
+        _log(f"cleaning report:\n{report}")
+    return rfm
+
+
+def _settings_from_args(args) -> FitSettings:
+    return FitSettings(
+        model=args.model,
+        pooling=args.pooling,
+        sampler=args.sampler,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        target_accept=args.target_accept,
+        random_seed=args.seed,
+        progressbar=not args.no_progress,
+    )
+
+
+def run_demo(args) -> int:
+    """CDNOW: partial pooling over acquisition months, purchase model + Gamma-Gamma."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayesclv import plotting
+    from bayesclv.data import rfm_summary
+    from bayesclv.datasets import load_cdnow
+    from bayesclv.diagnostics import holdout_evaluation, tracking
+    from bayesclv.fit import posterior_params
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _log(f"loading the built-in CDNOW {args.which} (Fader & Hardie), 39-week calibration")
+    log = load_cdnow(args.which)
+    rfm = rfm_summary(
+        log,
+        customer_col="customer_id",
+        date_col="date",
+        amount_col="amount",
+        segment_col="acquisition_month",
+        time_unit="week",
+        calibration_end="1997-09-30",
+        observation_end="1998-06-30",
+    )
+    _log(f"{rfm}")
+    settings = _settings_from_args(args)
+    res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit)
+    purchase, spend = res["fits"]["purchase"], res["fits"]["spend"]
+    scored = score_and_export(
+        purchase,
+        spend,
+        rfm,
+        out / f"clv_customers.{args.format}",
+        horizon=args.horizon,
+        discount_rate=args.discount_rate,
+        discount_period=args.discount_period,
+        discounting="per_period",
+        margin=args.margin,
+        prob=args.prob,
+        kind=args.interval,
+        method=args.method,
+        random_seed=args.seed,
+    )
+    _log("holdout check (weeks 40-78) and plots")
+    pp, sp = posterior_params(purchase), posterior_params(spend)
+    ev = holdout_evaluation(pp, rfm, spend_params=sp, n_draws=300, random_seed=args.seed)
+    (out / "holdout.txt").write_text(str(ev) + "\n")
+    figures = {}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotting.plot_probability_alive_matrix(pp, T=float(rfm.T.max()), ax=ax)
+    figures["p_alive_matrix.png"] = fig
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotting.plot_clv_distribution(
+        scored["scores"].totals["segment_total"], label=f"CLV total, next {args.horizon:g} weeks",
+        currency="$", ax=ax,
+    )
+    figures["clv_by_segment.png"] = fig
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotting.plot_segment_shrinkage(
+        {"partial": pp}, "r", segment_sizes=dict(rfm.segment_sizes()), ax=ax
+    )
+    figures["segment_parameters.png"] = fig
+    track = tracking(pp, rfm, log, n_draws=300, random_seed=args.seed)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plotting.plot_tracking(track, kind="cumulative", ax=ax)
+    figures["tracking_cumulative.png"] = fig
+    for name, f in figures.items():
+        f.tight_layout()
+        f.savefig(out / name, dpi=110)
+        plt.close(f)
+    top = scored["table"].sort_values("clv_mean", ascending=False).head(5)
+    print("\n== bayesclv demo: CDNOW ==")
+    print(f"convergence: {res['verdicts']}")
+    print(f"holdout: {ev.summary_line() if hasattr(ev, 'summary_line') else ''}")
+    print("segment totals:")
+    print(scored["totals"].to_string(index=False))
+    print("top customers:")
+    print(top[["customer_id", "segment", "clv_mean", "clv_lower", "clv_upper", "p_alive"]]
+          .to_string(index=False))
+    print(f"outputs in {out.resolve()}")
+    return 0
+
+
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=sorted(_BUILDERS), default="bgnbd",
+                   help="purchase model (default: bgnbd); spend is always Gamma-Gamma")
+    p.add_argument("--pooling", choices=["partial", "complete", "none"], default="partial")
+    p.add_argument("--sampler", choices=["pymc", "nutpie", "map", "advi"], default="pymc")
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--tune", type=int, default=1000)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--target-accept", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--allow-bad-fit", action="store_true",
+                   help="continue (exit 0) even if a fit fails its convergence checks")
+
+
+def _add_score_options(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
+    p.add_argument("--horizon", type=float, default=52.0,
+                   help="CLV horizon in the data's time unit (default 52)")
+    p.add_argument("--discount-rate", type=float, default=0.10,
+                   help="discount rate per --discount-period (default 0.10)")
+    p.add_argument("--discount-period", type=float, default=52.0,
+                   help="length of the discount rate's period in time units (default 52: "
+                        "an annual rate with weekly data)")
+    p.add_argument("--discounting", choices=["per_period", "continuous"], default="per_period")
+    p.add_argument("--margin", type=float, default=1.0, help="profit margin (default 1)")
+    p.add_argument("--prob", type=float, default=0.94, help="interval probability")
+    p.add_argument("--interval", choices=["eti", "hdi"], default="eti")
+    p.add_argument("--method", choices=["expected", "simulate"], default="simulate",
+                   help="'simulate': full posterior predictive CLV (purchases, dropout and "
+                        "spend simulated); 'expected': expected CLV per draw")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bayesclv",
+        description="Hierarchical Bayesian customer lifetime value (BG/NBD, Pareto/NBD, "
+                    "Gamma-Gamma) with credible intervals.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on the built-in CDNOW data",
+                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--out", default="bayesclv-output", help="output folder")
+    demo.add_argument("--which", choices=["sample", "master"], default="sample",
+                      help="CDNOW 1/10 sample (2,357 customers) or the master (23,570)")
+    demo.add_argument("--format", choices=["csv", "parquet", "xlsx"], default="csv")
+    _add_fit_options(demo)
+    _add_score_options(demo)
+
+    fitp = sub.add_parser("fit", help="fit purchase + spend models to a transaction log",
+                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fitp.add_argument("transactions", help="CSV or Parquet transaction log")
+    fitp.add_argument("--customer-col", required=True)
+    fitp.add_argument("--date-col", required=True)
+    fitp.add_argument("--amount-col", required=True)
+    fitp.add_argument("--segment-col", default=None)
+    fitp.add_argument("--time-unit", default="week", choices=["day", "week", "month", "year"])
+    fitp.add_argument("--calibration-end", default=None,
+                      help="last day of the calibration period (default: last day in data)")
+    fitp.add_argument("--observation-end", default=None)
+    fitp.add_argument("--negative-amounts", choices=["error", "drop"], default="error")
+    fitp.add_argument("--zero-amounts", choices=["keep", "drop"], default="keep")
+    fitp.add_argument("--duplicates", choices=["keep", "drop"], default="keep")
+    fitp.add_argument("--out", required=True, help="folder for the fitted models")
+    _add_fit_options(fitp)
+
+    score = sub.add_parser("score", help="score customers of a fit and export CLV intervals",
+                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("fit_dir", help="folder written by 'bayesclv fit'")
+    score.add_argument("--out", required=True,
+                       help="output file: .csv, .parquet or .xlsx (segment totals go beside it)")
+    score.add_argument("--seed", type=int, default=2024)
+    _add_score_options(score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bayesclv.errors import BayesCLVError
+
+    try:
+        if args.command == "demo":
+            return run_demo(args)
+        if args.command == "fit":
+            rfm = _rfm_from_args(args)
+            res = fit_models(rfm, _settings_from_args(args), Path(args.out),
+                             allow_bad_fit=args.allow_bad_fit)
+            print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
+            return 0
+        purchase, spend, rfm, _ = _load_fit_dir(Path(args.fit_dir))
+        out = Path(args.out)
+        if out.suffix.lower() not in (".csv", ".parquet", ".xlsx"):
+            raise BayesCLVError(f"--out {out}: use a .csv, .parquet or .xlsx file name.")
+        score_and_export(
+            purchase, spend, rfm, out,
+            horizon=args.horizon, discount_rate=args.discount_rate,
+            discount_period=args.discount_period, discounting=args.discounting,
+            margin=args.margin, prob=args.prob, kind=args.interval, method=args.method,
+            random_seed=args.seed,
+        )
+        return 0
+    except BayesCLVError as exc:
+        print(f"bayesclv: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("bayesclv: interrupted; no partial output was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
