@@ -140,7 +140,7 @@ def test_discount_schedule_validation_and_units():
     assert w[-1] == pytest.approx(1 / 1.1)
     # Same schedule in days: the rate's period is what matters, not the unit.
     t_d, w_d = discount_schedule(364, discount_rate=0.1, discount_period=364, steps=52)
-    np.testing.assert_allclose(w_d, w, rtol=1e-14)
+    np.testing.assert_allclose(w_d, w, rtol=1e-11)  # differences of nearby factors
 
 
 def test_new_customer_clv_is_unconditional_purchases_times_population_spend():
