@@ -80,6 +80,16 @@ def versions() -> dict:
             "matplotlib": matplotlib.__version__}
 
 
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=1000)
@@ -243,6 +253,7 @@ def main(argv=None) -> int:
         "benchmark": "holdout_cdnow",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
+        "git_commit": git_commit(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "versions": versions(),
@@ -276,7 +287,7 @@ def markdown(out, reports, evals, comparisons, ppc, ppc_pub) -> str:
         "",
         f"- date: {out['date']}; CPUs: {out['cpu_count']}; {out['platform']}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in out['versions'].items())}",
-        f"- command: `{out['command']}`",
+        f"- command: `{out['command']}` (git {out.get('git_commit', 'unknown')})",
         f"- NUTS: {s['chains']} chains x {s['draws']} draws (tune {s['tune']}), seed "
         f"{s['seed']}; {s['sim_draws']} posterior draws per simulation"
         + ("; **smoke run: Pareto/NBD fitted by MAP**" if s["smoke"] else ""),
