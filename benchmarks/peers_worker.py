@@ -1,0 +1,209 @@
+"""One benchmark job in a fresh process: ours (bayesclv venv) or a peer (peers venv).
+
+Run by ``benchmarks/_common.py:run_job`` as ``PYTHON peers_worker.py JOB_JSON``; prints one
+line ``RESULT {json}`` with wall seconds (total, and compile when the tool reports it),
+peak resident memory from ``resource.getrusage`` (this process and its largest waited-for
+child, e.g. PyMC's chain processes), the sampler's quality figures (R-hat max, bulk ESS
+min, divergences over the paper parameters) and the estimates (posterior medians or MLE).
+
+This file imports only numpy/pandas/arviz at the top so it runs in either venv: bayesclv
+is imported only for ``lib == "ours"``; pymc-marketing and lifetimes only for peers.
+
+Job keys: ``lib`` ("ours" | "pymc_marketing" | "lifetimes"), ``model`` ("bgnbd" |
+"pareto_nbd" | "gamma_gamma"), ``method`` ("pymc" | "nutpie" | "mle" | "map"; for
+pymc-marketing "mcmc" = its default NUTS sampler), ``data`` (path of a CSV with
+customer_id, frequency, recency, T, monetary_value[, segment]), ``pooling``, ``draws``,
+``tune``, ``chains``, ``target_accept``, ``seed``, ``mle_repeats``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+PAPER = {
+    "bgnbd": ("r", "alpha", "a", "b"),
+    "pareto_nbd": ("r", "alpha", "s", "beta"),
+    "gamma_gamma": ("p", "q", "v"),
+}
+
+
+def _rss_mb() -> dict:
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"rss_self_mb": self_kb / 1024, "rss_child_max_mb": child_kb / 1024}
+
+
+def _nuts_quality(idata, names: tuple[str, ...]) -> dict:
+    import arviz as az
+
+    post = idata.posterior[[n for n in names if n in idata.posterior]]
+    rhat = az.rhat(post)
+    ess = az.ess(post, method="bulk")
+    out = {
+        "rhat_max": float(max(float(rhat[n].max()) for n in rhat.data_vars)),
+        "ess_bulk_min": float(min(float(ess[n].min()) for n in ess.data_vars)),
+        "medians": {n: _median(post[n]) for n in post.data_vars},
+    }
+    stats = idata.sample_stats
+    out["divergences"] = int(stats["diverging"].sum()) if "diverging" in stats else None
+    out["grad_evals"] = int(stats["n_steps"].sum()) if "n_steps" in stats else None
+    out["n_draws_total"] = int(post.sizes["chain"] * post.sizes["draw"])
+    return out
+
+
+def _median(da) -> float | list[float]:
+    med = da.median(("chain", "draw")).values
+    return float(med) if med.ndim == 0 else [float(v) for v in med.ravel()]
+
+
+def _repeat_buyers(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["frequency"] > 0) & (df["monetary_value"] > 0)].reset_index(drop=True)
+
+
+def run_ours(job: dict, df: pd.DataFrame) -> dict:
+    from bayesclv import classic
+    from bayesclv.data import RFMData
+    from bayesclv.fit import fit
+    from bayesclv.models import build_bgnbd, build_gamma_gamma, build_pareto_nbd
+
+    model, method = job["model"], job["method"]
+    seg = "segment" if "segment" in df.columns else None
+    t0 = time.perf_counter()
+    rfm = RFMData.from_frame(df, customer_id="customer_id", segment=seg)
+    if method == "mle":
+        fn = {"bgnbd": classic.fit_bgnbd, "pareto_nbd": classic.fit_pareto_nbd,
+              "gamma_gamma": classic.fit_gamma_gamma}[model]  # fmt: skip
+        times = []
+        for _ in range(int(job.get("mle_repeats", 5))):
+            t = time.perf_counter()
+            res = fn(rfm)
+            times.append(time.perf_counter() - t)
+        return {
+            "fit_s": statistics.median(times),
+            "fit_s_all": times,
+            "estimates": dict(res.params),
+            "log_likelihood": res.log_likelihood,
+            "converged": res.converged,
+        }
+    build = {"bgnbd": build_bgnbd, "pareto_nbd": build_pareto_nbd,
+             "gamma_gamma": build_gamma_gamma}[model]  # fmt: skip
+    pm_model = build(rfm, pooling=job.get("pooling", "complete"))
+    build_s = time.perf_counter() - t0
+    idata = fit(
+        pm_model,
+        sampler=method,
+        draws=job["draws"],
+        tune=job["tune"],
+        chains=job["chains"],
+        target_accept=job["target_accept"],
+        random_seed=job["seed"],
+        progressbar=False,
+        cores=job.get("cores"),
+    )
+    timings = json.loads(idata.attrs["timings"])
+    out = {
+        "build_s": build_s,
+        "fit_s": timings["total_s"],
+        "compile_s": timings.get("compile_s"),
+        "n_rows_likelihood": int(idata.attrs["n_rows"]),
+        "n_customers": int(idata.attrs["n_customers"]),
+        # bayesclv.fit's default: min(chains, 2) parallel chains.
+        "cores": job.get("cores") or min(job["chains"], 2),
+    }
+    out.update(_nuts_quality(idata, PAPER[model]))
+    return out
+
+
+def run_pymc_marketing(job: dict, df: pd.DataFrame) -> dict:
+    from pymc_marketing import clv
+
+    model = job["model"]
+    t0 = time.perf_counter()
+    if model == "gamma_gamma":
+        data = _repeat_buyers(df)[["customer_id", "frequency", "monetary_value"]]
+        m = clv.GammaGammaModel(data=data)
+    else:
+        cls = {"bgnbd": clv.BetaGeoModel, "pareto_nbd": clv.ParetoNBDModel}[model]
+        m = cls(data=df[["customer_id", "frequency", "recency", "T"]])
+    m.build_model()
+    build_s = time.perf_counter() - t0
+    from pymc.sampling.parallel import _cpu_count
+
+    # None = pymc-marketing's default, which leaves ``cores`` to pm.sample:
+    # min(4, cpu_count() // 2), i.e. 1 on a 2-CPU machine (chains run one after another).
+    cores = job.get("cores")
+    extra = {} if cores is None else {"cores": cores}
+    t1 = time.perf_counter()
+    idata = m.fit(
+        **extra,
+        method="mcmc",
+        draws=job["draws"],
+        tune=job["tune"],
+        chains=job["chains"],
+        target_accept=job["target_accept"],
+        random_seed=job["seed"],
+        progressbar=False,
+    )
+    fit_s = time.perf_counter() - t1
+    out = {"build_s": build_s, "fit_s": fit_s, "compile_s": None,
+           "n_customers": int(len(m.data)),
+           "cores": cores if cores is not None else min(4, _cpu_count())}  # fmt: skip
+    out.update(_nuts_quality(idata, PAPER[model]))
+    return out
+
+
+def run_lifetimes(job: dict, df: pd.DataFrame) -> dict:
+    import lifetimes
+
+    model = job["model"]
+    if model == "gamma_gamma":
+        d = _repeat_buyers(df)
+        fitter_cls, args = lifetimes.GammaGammaFitter, (d["frequency"], d["monetary_value"])
+    else:
+        fitter_cls = {"bgnbd": lifetimes.BetaGeoFitter, "pareto_nbd": lifetimes.ParetoNBDFitter}[
+            model
+        ]
+        args = (df["frequency"], df["recency"], df["T"])
+    times = []
+    for _ in range(int(job.get("mle_repeats", 5))):
+        f = fitter_cls(penalizer_coef=0.0)
+        t = time.perf_counter()
+        f.fit(*args)
+        times.append(time.perf_counter() - t)
+    params = {k: float(v) for k, v in f.params_.items()}
+    if model == "gamma_gamma":
+        params = {"p": params["p"], "q": params["q"], "v": params["v"]}
+    return {
+        "fit_s": statistics.median(times),
+        "fit_s_all": times,
+        "estimates": params,
+        # lifetimes minimises the mean negative log-likelihood per customer.
+        "log_likelihood": -float(f._negative_log_likelihood_) * len(args[0]),
+    }
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    t_start = time.perf_counter()
+    df = pd.read_csv(job["data"])
+    runner = {"ours": run_ours, "pymc_marketing": run_pymc_marketing,
+              "lifetimes": run_lifetimes}[job["lib"]]  # fmt: skip
+    out = runner(job, df)
+    out["process_s"] = time.perf_counter() - t_start
+    out.update(_rss_mb())
+    out["pid"] = os.getpid()
+    out["n_input_customers"] = int(len(df))
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
