@@ -22,6 +22,7 @@ __all__ = [
     "BGNBDPriors",
     "ParetoNBDPriors",
     "GammaGammaPriors",
+    "AbePriors",
     "priors_to_dict",
     "priors_from_dict",
 ]
@@ -134,7 +135,39 @@ class GammaGammaPriors:
         _check_segment_sigma(self)
 
 
-_PRIOR_CLASSES = {cls.__name__: cls for cls in (BGNBDPriors, ParetoNBDPriors, GammaGammaPriors)}
+@dataclass(frozen=True)
+class AbePriors:
+    """Priors of Abe's (2009) hierarchical Bayes Pareto/NBD.
+
+    ``(log lambda_i, log mu_i) ~ MVN(B d_i, Gamma)`` with ``d_i = (1, covariates_i)``.
+
+    - ``log_lambda_mean``, ``log_mu_mean``: intercepts (population means of the log
+      purchase and dropout rates per time unit when covariates are centred). Defaults
+      Normal(log 0.1, 3) and Normal(log 0.02, 3), as in :class:`ParetoNBDPriors`.
+    - ``coefficient_sigma``: Normal(0, sigma) on each covariate coefficient (covariates
+      are standardised by the builder), default 1.
+    - ``sd_sigma``: HalfNormal scale of the standard deviations of log lambda and log mu
+      across customers, default 2; ``lkj_eta``: LKJ prior on their correlation, default 2
+      (mildly favours small correlations). Abe (2009) used an inverse Wishart; the LKJ
+      form separates scale and correlation and samples better.
+    """
+
+    log_lambda_mean: NormalPrior = NormalPrior(math.log(0.1), 3.0)
+    log_mu_mean: NormalPrior = NormalPrior(math.log(0.02), 3.0)
+    coefficient_sigma: float = 1.0
+    sd_sigma: float = 2.0
+    lkj_eta: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("coefficient_sigma", "sd_sigma", "lkj_eta"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ModelSpecificationError(f"AbePriors.{name} must be > 0, got {value}.")
+
+
+_PRIOR_CLASSES = {
+    cls.__name__: cls for cls in (BGNBDPriors, ParetoNBDPriors, GammaGammaPriors, AbePriors)
+}
 
 
 def priors_to_dict(priors) -> dict:

@@ -253,3 +253,31 @@ def test_advi_returns_the_same_posterior_layout(cdnow):
     # mean spend p v / (q - 1) is well identified: ADVI should land near the MLE's 35.2
     mean_spend = (params["p"] * params["v"] / (params["q"] - 1)).median()
     assert math.isclose(float(mean_spend), 6.25 * 15.44 / 2.74, rel_tol=0.1)
+
+
+def test_individual_pareto_likelihood_mixes_to_the_pareto_nbd_likelihood():
+    """Averaging Abe's individual-level likelihood over Gamma(r, alpha) x Gamma(s, beta)
+    rates gives the Pareto/NBD likelihood (Monte Carlo oracle, 4 standard errors)."""
+    from bayesclv.likelihoods import pareto_nbd_individual_logp
+
+    rng = np.random.default_rng(5)
+    r, alpha, s, beta = 0.55, 10.6, 0.61, 11.7
+    lam = rng.gamma(r, 1 / alpha, 400_000)
+    mu = rng.gamma(s, 1 / beta, 400_000)
+    for x, t_x, T in [(0, 0.0, 38.0), (2, 30.4, 38.9), (7, 12.0, 30.0)]:
+        lik = np.exp(pareto_nbd_individual_logp(lam, mu, x, t_x, T))
+        mc, se = lik.mean(), lik.std() / np.sqrt(lik.size)
+        exact = np.exp(pareto_nbd_logp(r, alpha, s, beta, x, t_x, T))
+        assert abs(mc - exact) < 4 * se, (x, mc, exact, se)
+
+
+def test_abe_model_builds_with_covariates_and_its_map_is_sensible(cdnow):
+    from bayesclv.models import build_abe_pareto_nbd
+
+    first = np.log1p(cdnow.monetary_value + 1.0)
+    model = build_abe_pareto_nbd(cdnow, covariates=first)
+    assert model_spec(model).model == "abe_pareto_nbd"
+    point = model.initial_point()
+    assert np.isfinite(model.compile_logp()(point))
+    with pytest.raises(ModelSpecificationError, match="one row per customer"):
+        build_abe_pareto_nbd(cdnow, covariates=first[:10])

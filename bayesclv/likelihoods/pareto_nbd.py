@@ -97,3 +97,22 @@ def pareto_nbd_logp(r, alpha, s, beta, x, t_x, T):
     log_dropout = m.log(s) - k1 * log_mc - m.log(k1) + log_span + log_quad
     # log(exp(A) + exp(B)) = A + softplus(B - A); B is masked where there is no gap.
     return log_const + log_alive + m.where(has_gap, m.softplus(log_dropout - log_alive), 0.0)
+
+
+def pareto_nbd_individual_logp(lam, mu, x, t_x, T):
+    """Log-likelihood of one customer's history given their own rates (no mixing).
+
+    Purchases are Poisson(``lam``) while alive; the lifetime is Exponential(``mu``):
+
+    ``L = lam^x mu/(lam+mu) e^{-(lam+mu) t_x} + lam^(x+1)/(lam+mu) e^{-(lam+mu) T}``
+
+    (Abe 2009, eq. 4; Schmittlein et al. 1987). The individual-level building block of the
+    hierarchical Bayes Pareto/NBD (:func:`bayesclv.models.build_abe_pareto_nbd`).
+    """
+    m = ops_for(lam, mu, x, t_x, T)
+    total = lam + mu
+    log_lam, log_mu = m.log(lam), m.log(mu)
+    a = log_mu - total * t_x
+    b = log_lam - total * T
+    hi = m.maximum(a, b)
+    return x * log_lam - m.log(total) + hi + m.log(m.exp(a - hi) + m.exp(b - hi))

@@ -1,6 +1,7 @@
 """PyMC model builders: ``build_<model>(rfm, priors, pooling) -> pm.Model``."""
 
 from bayesclv.models._common import CENTERED_MIN_CUSTOMERS, ModelSpec, model_spec
+from bayesclv.models.abe import abe_summary, build_abe_pareto_nbd
 from bayesclv.models.builders import (
     build_bgnbd,
     build_gamma_gamma,
@@ -13,6 +14,8 @@ __all__ = [
     "build_mbgnbd",
     "build_pareto_nbd",
     "build_gamma_gamma",
+    "build_abe_pareto_nbd",
+    "abe_summary",
     "model_spec",
     "ModelSpec",
     "CENTERED_MIN_CUSTOMERS",
