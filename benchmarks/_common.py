@@ -47,6 +47,17 @@ def _versions(python: Path, packages: tuple[str, ...]) -> dict[str, str | None]:
     return json.loads(res.stdout)
 
 
+def _git_state() -> dict:
+    """The commit measured, and bayesclv files that differ from it (others' work in progress)."""
+
+    def git(*a: str) -> str:
+        res = subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT)
+        return res.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "bayesclv")
+    return {"git_commit": git("rev-parse", "HEAD"), "bayesclv_uncommitted": dirty.splitlines()}
+
+
 def machine_info(peers: bool) -> dict:
     """Date, CPUs, load, versions (ours and, if ``peers``, the peers venv), the command."""
     import platform
@@ -58,6 +69,7 @@ def machine_info(peers: bool) -> dict:
         "platform": platform.platform(),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "versions_ours": _versions(OURS_PYTHON, OUR_PACKAGES),
+        **_git_state(),
     }
     if peers:
         if not PEERS_PYTHON.exists():
@@ -183,5 +195,11 @@ def machine_markdown(info: dict) -> str:
     if "versions_peers" in info:
         peers = ", ".join(f"{k} {v}" for k, v in info["versions_peers"].items())
         lines.append(f"- peers venv: {peers}")
+    if "git_commit" in info:
+        dirty = info["bayesclv_uncommitted"]
+        lines.append(
+            f"- git commit {info['git_commit'][:10]}"
+            + (f"; uncommitted bayesclv files: {', '.join(dirty)}" if dirty else "")
+        )
     lines.append(f"- command: `{info['command']}`")
     return "\n".join(lines) + "\n"
