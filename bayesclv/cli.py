@@ -47,7 +47,7 @@ class FitSettings:
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
-    target_accept: float = 0.9
+    target_accept: float = 0.95
     random_seed: int = 2024
     progressbar: bool = True
 
@@ -351,7 +351,8 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--target-accept", type=float, default=0.9)
+    p.add_argument("--target-accept", type=float, default=0.95,
+                   help="NUTS target acceptance (default 0.95: hierarchies like it high)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--allow-bad-fit", action="store_true",

@@ -138,9 +138,10 @@ _COMMON_DOC = """
         ``"complete"``: one set of parameters for all customers. ``"partial"``: each
         segment's parameters are drawn from a population distribution with its own
         hyperpriors (recommended with segments). ``"none"``: segments fitted independently.
-    parameterization : {{"auto", "centered", "noncentered"}}
-        Geometry of partial pooling. ``"auto"`` chooses per segment: centred for segments
-        with at least ``CENTERED_MIN_CUSTOMERS`` customers, non-centred for smaller ones.
+    parameterization : {{"noncentered", "centered", "auto"}}
+        Geometry of partial pooling. ``"noncentered"`` (default) suits small segments and
+        alike segments; ``"centered"`` suits large segments that differ clearly; ``"auto"``
+        chooses per segment: centred from ``CENTERED_MIN_CUSTOMERS`` customers up.
 
     Returns
     -------
@@ -155,7 +156,7 @@ def build_bgnbd(
     priors: BGNBDPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "auto",
+    parameterization: str = "noncentered",
 ) -> pm.Model:
     """BG/NBD model of purchase frequency and dropout (Fader, Hardie & Lee 2005).
 
@@ -182,7 +183,7 @@ def build_mbgnbd(
     priors: BGNBDPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "auto",
+    parameterization: str = "noncentered",
 ) -> pm.Model:
     """Modified BG/NBD (Batislam, Denizel & Filiztekin 2007).
 
@@ -199,7 +200,7 @@ def build_pareto_nbd(
     priors: ParetoNBDPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "auto",
+    parameterization: str = "noncentered",
 ) -> pm.Model:
     """Pareto/NBD model (Schmittlein, Morrison & Colombo 1987).
 
@@ -217,7 +218,7 @@ def build_gamma_gamma(
     priors: GammaGammaPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "auto",
+    parameterization: str = "noncentered",
 ) -> pm.Model:
     """Gamma-Gamma model of spend per purchase (Fader, Hardie & Lee 2005; Colombo & Jiang 1999).
 
