@@ -99,11 +99,19 @@ def write_data(tmp: Path, need_master: bool) -> dict[str, str]:
             rfm = rfm_summary(log, zero_amounts="keep", **kwargs)
             paths["master_zero_amounts"] = "keep"
         except DataValidationError as exc:
-            # The master has one $0 repeat purchase; where rfm_summary refuses a zero mean
-            # repeat spend, drop that transaction (said in the results).
-            print(f"rfm_summary(zero_amounts='keep') refused: {exc}; using 'drop'", flush=True)
-            rfm = rfm_summary(log, zero_amounts="drop", **kwargs)
-            paths["master_zero_amounts"] = f"drop (keep refused: {exc})"
+            # The master has a customer whose repeat purchases are all $0; where rfm_summary
+            # refuses a zero mean repeat spend, drop those $0 repeat purchases only (every
+            # customer stays; that one becomes a one-time buyer), and say so in the results.
+            first = log.groupby("customer_id")["date"].transform("min")
+            repeat = log["date"] > first
+            spend = log["amount"].where(repeat, 0.0).groupby(log["customer_id"]).transform("sum")
+            zero_repeat = repeat & (spend == 0)
+            rfm = rfm_summary(log[~zero_repeat], zero_amounts="keep", **kwargs)
+            paths["master_zero_amounts"] = (
+                f"keep, after removing {int(zero_repeat.sum())} $0 repeat transaction(s) of "
+                f"customers {sorted(log.loc[zero_repeat, 'customer_id'].unique().tolist())} "
+                f"(rfm_summary refused them: {exc})"
+            )
         master = pd.DataFrame(
             {
                 "customer_id": rfm.customer_id,
