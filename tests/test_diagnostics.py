@@ -237,11 +237,12 @@ def test_real_fits_short_tuning_fails_and_loo_compares(cdnow):
     _, rfm = cdnow
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # cores=1: no worker processes to start, faster for fits this small
-        ok = fit(build_bgnbd(rfm, pooling="complete"), draws=200, tune=300, chains=2,
-                 random_seed=4, progressbar=False, cores=1)
-        bad = fit(build_bgnbd(rfm, pooling="complete"), draws=50, tune=5, chains=2,
-                  random_seed=4, progressbar=False, cores=1)
+        # cores=1: no worker processes to start, faster for fits this small; one model,
+        # so the second fit reuses the compiled functions
+        model = build_bgnbd(rfm, pooling="complete")
+        ok = fit(model, draws=200, tune=200, chains=2, random_seed=4, progressbar=False,
+                 cores=1)
+        bad = fit(model, draws=50, tune=5, chains=2, random_seed=4, progressbar=False, cores=1)
     rep_ok = D.convergence_report(ok)
     rep_bad = D.convergence_report(bad)
     assert rep_ok.verdict != "fail", str(rep_ok)
