@@ -34,7 +34,7 @@ __all__ = [
     "load_fit",
 ]
 
-SAMPLERS = ("pymc", "nutpie", "map", "advi")
+SAMPLERS = ("pymc", "nutpie", "numpyro", "blackjax", "map", "advi")
 FORMAT_VERSION = 1
 
 
@@ -73,9 +73,11 @@ def fit(
     ----------
     model : pymc.Model
         From ``build_bgnbd``, ``build_pareto_nbd``, ``build_gamma_gamma``, ...
-    sampler : {"pymc", "nutpie", "map", "advi"}
+    sampler : {"pymc", "nutpie", "numpyro", "blackjax", "map", "advi"}
         ``"pymc"``: PyMC's NUTS. ``"nutpie"``: nutpie's NUTS (Rust; needs the ``nutpie``
-        extra), usually faster on these models. ``"map"``: the posterior mode (L-BFGS),
+        extra), usually faster on these models. ``"numpyro"`` / ``"blackjax"``: the same
+        model compiled to JAX, on a GPU when one is visible (needs ``jax`` and the
+        sampler package; see benchmarks/bench_gpu.py). ``"map"``: the posterior mode (L-BFGS),
         returned as one chain of one draw; no uncertainty. ``"advi"``: mean-field ADVI,
         ``draws`` draws from the fitted approximation (one chain); an approximation,
         compare with NUTS before trusting its intervals.
@@ -119,7 +121,7 @@ def fit(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     initvals = None
-    if sampler in ("pymc", "nutpie") and init == "map":
+    if sampler in ("pymc", "nutpie", "numpyro", "blackjax") and init == "map":
         initvals = _map_starts(model, chains, random_seed)
         timings["map_init_s"] = time.perf_counter() - t0
     if sampler == "pymc":
@@ -171,6 +173,32 @@ def fit(
         idata = az.InferenceData(
             posterior=idata.posterior, sample_stats=idata.sample_stats
         )
+    elif sampler in ("numpyro", "blackjax"):
+        # The same PyMC model, compiled to JAX by PyTensor and sampled by numpyro's or
+        # blackjax's NUTS: runs on a GPU when JAX sees one (chains vectorised on it).
+        try:
+            import jax
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ModelSpecificationError(
+                f"sampler={sampler!r} needs JAX and {sampler}: pip install jax {sampler}."
+            ) from exc
+        chain_method = "vectorized" if jax.default_backend() == "gpu" else "parallel"
+        with model:
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                target_accept=target_accept,
+                random_seed=random_seed,
+                progressbar=progressbar,
+                initvals=initvals,
+                nuts_sampler=sampler,
+                nuts_sampler_kwargs={"chain_method": chain_method},
+                compute_convergence_checks=False,
+                idata_kwargs={"log_likelihood": False},
+            )
+        idata = az.InferenceData(posterior=idata.posterior, sample_stats=idata.sample_stats)
+        timings["jax_backend"] = jax.default_backend()
     elif sampler == "map":
         with model:
             point = pm.find_MAP(progressbar=progressbar, seed=random_seed)
@@ -200,8 +228,8 @@ def fit(
             "priors": json.dumps(priors_to_dict(spec.priors)),
             "sampler": sampler,
             "draws": int(draws),
-            "tune": int(tune) if sampler in ("pymc", "nutpie") else 0,
-            "chains": int(chains) if sampler in ("pymc", "nutpie") else 1,
+            "tune": int(tune) if sampler not in ("map", "advi") else 0,
+            "chains": int(chains) if sampler not in ("map", "advi") else 1,
             "random_seed": -1 if random_seed is None else int(random_seed),
             "n_customers": spec.n_customers,
             "n_rows": spec.n_rows,
