@@ -360,7 +360,13 @@ def targets(summary: dict[str, dict], rat: list[dict]) -> list[dict]:
     samplers = {lab.split("/ours-")[1] for lab in summary if lab.startswith("hierarchical-")}
     for s in sorted(samplers):
         parts = [summary.get(f"hierarchical-{m}/ours-{s}") for m in ("bgnbd", "gamma_gamma")]
-        if any(p is None or "error" in p for p in parts):
+        if any(p is None for p in parts):
+            continue
+        failed = [p for p in parts if "error" in p]
+        if failed:
+            out.append({"target": TARGETS["hierarchical"], "system": f"ours-{s}",
+                        "value": "; ".join(f"{p['label']}: {p['error']}" for p in failed),
+                        "met": False})  # fmt: skip
             continue
         tot = sum(p["total_s"] for p in parts)
         first = sum(p["total_s_first"] for p in parts)
