@@ -1273,14 +1273,11 @@ def rfm_summary(
     monetary = np.divide(
         repeat_spend[sel], frequency, out=np.zeros(frequency.shape), where=frequency > 0
     )
+    # Repeat buyers whose repeat purchases were all free (mean repeat spend 0) are kept:
+    # their purchases count for the purchase models. They are listed here, and the
+    # Gamma-Gamma builder excludes and counts them (it needs positive spend).
     zero_spend = (frequency > 0) & ~(monetary > 0)
-    if zero_spend.any():
-        raise DataValidationError(
-            f"column 'amount': {int(zero_spend.sum()):,} customers have repeat purchases whose "
-            f"amounts are all 0 (customers {describe_rows(ids[zero_spend].tolist())}), so their "
-            f"mean repeat spend is 0 and spend models cannot use them. Validate with "
-            f"zero_amounts='drop', or remove these customers."
-        )
+    zero_spend_ids = ids[zero_spend].tolist()
     recency = (last_occ[sel] - first_day[sel]) / unit
     T = (cal_day - first_day[sel]) / unit
 
@@ -1332,6 +1329,7 @@ def rfm_summary(
         "n_transactions": len(clean),
         "n_calibration_occasions": int(n_occ[sel].sum()),
         "n_holdout_occasions": n_hold_occ,
+        "repeat_buyers_with_zero_spend": zero_spend_ids,
     }
     return RFMData(
         customer_id=ids,

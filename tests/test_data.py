@@ -107,9 +107,11 @@ def test_cdnow_acquisition_month_segments_partition_the_sample():
 
 def test_cdnow_master_zero_dollar_repeat_buyer_is_an_explicit_choice():
     master = load_cdnow("master")
-    # customer 10244 bought for $15.96, then once more for $0.00: mean repeat spend 0
-    with pytest.raises(DataValidationError, match=r"1 customers .*\(customers 10244\)"):
-        rfm_summary(master, **CDNOW)
+    # customer 10244 bought for $15.96, then once more for $0.00: mean repeat spend 0.
+    # Kept (all 23,570 customers summarised) and listed; Gamma-Gamma excludes and counts it.
+    kept = rfm_summary(master, **CDNOW)
+    assert kept.n_customers == 23570
+    assert kept.meta["repeat_buyers_with_zero_spend"] == [10244]
     rfm = rfm_summary(master, **CDNOW, zero_amounts="drop")
     report = rfm.meta["cleaning_report"]
     assert report.zero_removed == int((master["amount"] == 0).sum()) == 80
@@ -251,11 +253,13 @@ def test_validated_frame_with_rows_after_new_observation_end_is_an_error():
         rfm_summary(clean, observation_end="2024-01-19")
 
 
-def test_all_zero_repeat_spend_is_an_error_naming_customers():
+def test_all_zero_repeat_spend_is_kept_listed_and_left_to_the_spend_model():
     df = small_log()
     df.loc[2, "spend"] = 0.0  # customer 1's only repeat purchase
-    with pytest.raises(DataValidationError, match=r"1 customers .* \(customers 1\).*zero_amounts"):
-        rfm_summary(df, **COLS)
+    rfm = rfm_summary(df, **COLS)
+    frame = rfm.to_frame()
+    assert frame.loc[1, "frequency"] == 1 and frame.loc[1, "monetary_value"] == 0.0
+    assert rfm.meta["repeat_buyers_with_zero_spend"] == [1]
     rfm = rfm_summary(df, **COLS, zero_amounts="drop")
     assert rfm.to_frame().loc[1, "frequency"] == 0
     assert rfm.meta["cleaning_report"].zero_removed == 1
