@@ -318,9 +318,9 @@ def run_demo(args) -> int:
     largest = str(rfm.segment_sizes().idxmax())
     plotting.plot_probability_alive_matrix(pp, T=float(rfm.T.max()), segment=largest, ax=ax)
     figures["p_alive_matrix.png"] = fig
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     plotting.plot_clv_distribution(
-        scored["scores"].totals["segment_total"], label=f"CLV total, next {args.horizon:g} weeks",
+        scored["scores"].totals["segment_total"], label=f"{args.horizon:g}-week CLV",
         currency="$", ax=ax,
     )
     figures["clv_by_segment.png"] = fig
