@@ -7,7 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from bayesclv.data import RFMData  # noqa: E402
+from bayesclv.data import CleaningReport, RFMData, rfm_summary, validate_transactions  # noqa: E402
 from bayesclv.errors import (  # noqa: E402
     BayesCLVError,
     ConvergenceError,
@@ -19,6 +19,9 @@ from bayesclv.errors import (  # noqa: E402
 __all__ = [
     "__version__",
     "RFMData",
+    "CleaningReport",
+    "rfm_summary",
+    "validate_transactions",
     "BayesCLVError",
     "DataValidationError",
     "ModelSpecificationError",
