@@ -139,6 +139,8 @@ def _corrupt(df: pd.DataFrame, kind: str, row: int) -> tuple[pd.DataFrame, dict]
         if len(df) == 1:  # a mix needs two rows
             df = pd.concat([df, df.assign(ts=[pd.Timestamp("2024-01-05")])], ignore_index=True)
     elif kind == "mixed_ids":
+        if len(df) == 1:  # a mix needs two rows (hypothesis found the 1-row case)
+            df = pd.concat([df, df], ignore_index=True)
         df["cid"] = df["cid"].astype(object)
         df.loc[row, "cid"] = 999 if ids_are_str else "C999"
     elif kind == "missing_id":
