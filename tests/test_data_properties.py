@@ -7,6 +7,8 @@ Any corrupted log: DataValidationError, never another exception.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,8 +22,13 @@ from bayesclv.errors import DataValidationError
 pytestmark = pytest.mark.filterwarnings("ignore:Could not infer format")
 
 START = pd.Timestamp("2024-01-01")
+# In CI (CI=true) the examples are derandomised: the same inputs every run, so a
+# submission is judged on its code, not on the draw. Locally hypothesis explores anew.
 SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("CI", "").lower() == "true",
 )
 
 
