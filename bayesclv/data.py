@@ -623,6 +623,36 @@ def _is_tz_aware(values: pd.Series) -> np.ndarray:
     return has_tz
 
 
+#: Dates that fit in ``datetime64[ns]`` (1677-09-22 to 2262-04-11): outside, a year such
+#: as 1500 or 3000 is almost surely a typo, and a cast to ns would wrap around silently.
+_FIRST_NS_DAY = np.datetime64("1677-09-22", "D")
+_LAST_NS_DAY = np.datetime64("2262-04-10", "D")
+
+
+def _to_ns(parsed: Any, col: str, labels: pd.Index) -> np.ndarray:
+    """Naive dates (any datetime64 unit) as datetime64[ns], refusing dates out of range.
+
+    numpy's unit cast does not check for overflow: 1500-01-01 in microseconds cast to
+    nanoseconds becomes a date in 2084 without a word.
+    """
+    arr = np.asarray(parsed)
+    if arr.dtype.kind != "M":
+        arr = pd.Series(parsed).to_numpy()
+    day = arr.astype("datetime64[D]")
+    out = (day < _FIRST_NS_DAY) | (day > _LAST_NS_DAY)
+    if out.any():
+        shown = describe_rows([str(d) for d in day[out]])
+        _fail(
+            col,
+            f"have dates outside 1677-09-22..2262-04-10 (values: {shown}), most likely typos "
+            f"such as a year 1500 or 3000",
+            out,
+            labels,
+            "Fix or drop these rows.",
+        )
+    return arr.astype("datetime64[ns]")
+
+
 def _parse_dates(
     values: pd.Series, col: str, labels: pd.Index, date_format: str | None, notes: list[str]
 ) -> np.ndarray:
@@ -630,11 +660,15 @@ def _parse_dates(
     missing = values.isna().to_numpy()
     if missing.any():
         _fail(col, "have a missing date", missing, labels, "Drop or fill these rows.")
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
+    if isinstance(values.dtype, pd.PeriodDtype):
+        values = values.dt.to_timestamp()
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or (
+        isinstance(values.dtype, pd.ArrowDtype) and getattr(values.dtype.pyarrow_dtype, "tz", None)
+    ):
         notes.append(f"'{col}' had time zone {values.dt.tz}; converted to UTC, then tz dropped.")
-        return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    if pd.api.types.is_datetime64_dtype(values.dtype):
-        return values.to_numpy("datetime64[ns]")
+        return _to_ns(values.dt.tz_convert("UTC").dt.tz_localize(None), col, labels)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return _to_ns(values, col, labels)
     if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
         if date_format is None:
             raise DataValidationError(
@@ -642,6 +676,16 @@ def _parse_dates(
                 f"written as digits pass date_format, e.g. date_format='%Y%m%d'; if they are "
                 f"Unix timestamps convert them first with pd.to_datetime(df['{col}'], unit='s')."
             )
+        if pd.api.types.is_float_dtype(values.dtype):
+            frac = values.to_numpy(dtype=np.float64) % 1 != 0
+            if frac.any():
+                _fail(
+                    col,
+                    "are not whole numbers, so not dates written as digits",
+                    frac,
+                    labels,
+                    "Fix these rows or convert the column yourself with pd.to_datetime.",
+                )
         values = values.astype(np.int64).astype(str)
     mixed_offsets = False
     try:
@@ -657,11 +701,17 @@ def _parse_dates(
         mixed_offsets = True
         parsed = pd.to_datetime(values, format=date_format, errors="coerce", utc=True)
     bad = parsed.isna().to_numpy()
-    aware_dtype = isinstance(parsed.dtype, pd.DatetimeTZDtype)
-    if bad.any() or mixed_offsets:
-        # pandas turns the odd one out of a tz-aware/naive mix into NaT: tell that apart
-        # from a date that is simply unreadable.
+    aware = None
+    if bad.any():
+        # pandas turns the odd one out of a tz-aware/naive mix, and of dates in several
+        # time zones, into NaT: tell those apart from a date that is simply unreadable.
         aware = _is_tz_aware(values)
+        if aware.all() and not mixed_offsets:  # all zoned, in several zones: use UTC
+            mixed_offsets = True
+            parsed = pd.to_datetime(values, format=date_format, errors="coerce", utc=True)
+            bad = parsed.isna().to_numpy()
+    if bad.any() or mixed_offsets:
+        aware = _is_tz_aware(values) if aware is None else aware
         if aware.any() and not aware.all():
             minority = aware if aware.sum() <= (~aware).sum() else ~aware
             _fail(
@@ -674,6 +724,17 @@ def _parse_dates(
                 "Make them consistent: localise the naive dates (e.g. "
                 "pd.to_datetime(s).dt.tz_localize('UTC')) or strip the offsets.",
             )
+        if bad.any() and date_format is None:
+            # pandas infers one format from the first value; ISO 8601 dates written with
+            # and without seconds or offsets are still unambiguous (no tz mix: checked).
+            try:
+                retry = pd.to_datetime(
+                    values, format="ISO8601", errors="coerce", utc=bool(aware.all())
+                )
+            except (ValueError, TypeError):
+                retry = None
+            if retry is not None and not retry.isna().any():
+                parsed, bad = retry, np.zeros(len(values), dtype=bool)
         if bad.any():
             shown = describe_rows(values[bad].astype(str).to_numpy())
             _fail(
@@ -681,12 +742,13 @@ def _parse_dates(
                 f"could not be read as dates (values: {shown})",
                 bad,
                 labels,
-                "Fix or drop these rows, or pass date_format (e.g. date_format='%d/%m/%Y').",
+                "Fix or drop these rows, or pass date_format (e.g. date_format='%d/%m/%Y', "
+                "or date_format='mixed' to guess each row's format separately).",
             )
-    if aware_dtype:
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         notes.append(f"'{col}' had time zones/offsets; converted to UTC, then tz dropped.")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.to_numpy("datetime64[ns]")
+    return _to_ns(parsed, col, labels)
 
 
 def _parse_amounts(values: pd.Series, col: str, labels: pd.Index) -> np.ndarray:
