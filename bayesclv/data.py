@@ -510,7 +510,9 @@ def _fail(col: str, problem: str, mask: np.ndarray, labels: pd.Index, fix: str) 
     )
 
 
-def _read_input(data: Any, columns: list[str], id_col: str) -> pd.DataFrame:
+def _read_input(
+    data: Any, columns: list[str], id_col: str, date_col: str, encoding: str = "utf-8"
+) -> pd.DataFrame:
     """A DataFrame from a DataFrame, a CSV path or a Parquet path (no copy of the data)."""
     if isinstance(data, pd.DataFrame):
         return data
@@ -534,17 +536,41 @@ def _read_input(data: Any, columns: list[str], id_col: str) -> pd.DataFrame:
             return pd.read_parquet(path, columns=columns)
         if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
             sep = "\t" if ".tsv" in suffixes else ","
-            header = pd.read_csv(path, sep=sep, nrows=0).columns
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
             missing = [c for c in columns if c not in header]
             if missing:
                 _missing_columns(missing, list(header))
             # Ids are read as text so that zero-padded ids ("007" vs "7") stay distinct;
-            # ids that are all plain integers are turned back into integers below.
-            frame = pd.read_csv(path, sep=sep, usecols=columns, dtype={id_col: str})
+            # ids that are all plain integers are turned back into integers below. Dates
+            # are read as text and parsed by _parse_dates, as for a DataFrame. The pyarrow
+            # parser, unlike pandas' C parser with usecols, refuses a row with more fields
+            # than the header: "1,2024-01-01,1,50" (an unquoted decimal comma) would
+            # otherwise be read silently as an amount of 1.
+            frame = pd.read_csv(
+                path,
+                sep=sep,
+                usecols=columns,
+                dtype={id_col: str, date_col: str},
+                encoding=encoding,
+                engine="pyarrow",
+            )
             return _ids_to_int_if_canonical(frame, id_col)
     except DataValidationError:
         raise
     except Exception as exc:  # a parser error from pandas/pyarrow: say which file
+        text = str(exc)
+        if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "utf-8" in text:
+            raise DataValidationError(
+                f"could not read transaction file '{path}' as {encoding} text ({text}). "
+                f"Pass the file's encoding, e.g. encoding='latin-1' (or --encoding latin-1 "
+                f"on the command line); Excel on Windows often writes 'cp1252'."
+            ) from exc
+        if "Expected" in text and "columns" in text:
+            raise DataValidationError(
+                f"could not read transaction file '{path}': a row has a different number of "
+                f"fields than the header ({text}). Quote fields that contain the separator "
+                f"(e.g. a decimal comma in an amount) or fix the row."
+            ) from exc
         raise DataValidationError(
             f"could not read transaction file '{path}': {type(exc).__name__}: {exc}"
         ) from exc
@@ -901,6 +927,7 @@ def validate_transactions(
     zero_amounts: str = "keep",
     duplicates: str = "keep",
     after_end: str = "error",
+    encoding: str = "utf-8",
 ) -> tuple[pd.DataFrame, CleaningReport]:
     """Check a transaction log and return it with standard columns, plus what was removed.
 
@@ -934,6 +961,9 @@ def validate_transactions(
         same day are merged into one purchase by :func:`rfm_summary` anyway.
     after_end : {"error", "drop"}
         What to do with rows dated after ``observation_end``.
+    encoding : str
+        Text encoding of a CSV file (default UTF-8, with or without a byte-order mark),
+        e.g. ``"latin-1"`` or ``"cp1252"``. Ignored for DataFrames and Parquet.
 
     Returns
     -------
@@ -980,7 +1010,7 @@ def validate_transactions(
         raise DataValidationError(
             f"the customer, date, amount and segment columns must be different, got {columns}."
         )
-    frame = _read_input(data, columns, customer_col)
+    frame = _read_input(data, columns, customer_col, date_col, encoding)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         _missing_columns(missing, list(frame.columns))
@@ -1185,6 +1215,7 @@ def rfm_summary(
     zero_amounts: str = "keep",
     duplicates: str = "keep",
     after_end: str = "error",
+    encoding: str = "utf-8",
 ) -> RFMData:
     """Summarise a transaction log into one row per customer (frequency, recency, T, spend).
 
@@ -1210,7 +1241,7 @@ def rfm_summary(
         it is after ``calibration_end``, the purchases in between form the holdout.
     first_purchase_value : bool
         Also return the amount of each customer's first purchase occasion.
-    date_format, negative_amounts, zero_amounts, duplicates, after_end
+    date_format, negative_amounts, zero_amounts, duplicates, after_end, encoding
         Passed to :func:`validate_transactions` when the input is not yet validated.
 
     Returns
@@ -1276,6 +1307,7 @@ def rfm_summary(
             zero_amounts=zero_amounts,
             duplicates=duplicates,
             after_end=after_end,
+            encoding=encoding,
         )
         has_segment = segment_col is not None
 
