@@ -782,6 +782,25 @@ def _parse_amounts(values: pd.Series, col: str, labels: pd.Index) -> np.ndarray:
         raise DataValidationError(
             f"column '{col}' is boolean; amounts must be numbers (money spent per row)."
         )
+    kind = values.dtype.kind if isinstance(values.dtype, np.dtype) else ""
+    if kind in "cmM" and kind:  # complex, timedelta, datetime: not money, never cast
+        raise DataValidationError(
+            f"column '{col}' holds {values.dtype} values; amounts must be real numbers "
+            f"(money spent per row). Check that amount_col names the right column."
+        )
+    if values.dtype == object:
+        # pd.to_numeric would read True as 1 and drop the imaginary part of 1+2j.
+        odd = values.map(lambda v: isinstance(v, bool | np.bool_ | complex | np.complexfloating))
+        odd = odd.to_numpy(dtype=bool)
+        if odd.any():
+            shown = describe_rows(values[odd].astype(str).to_numpy())
+            _fail(
+                col,
+                f"are booleans or complex numbers, not amounts (values: {shown})",
+                odd,
+                labels,
+                "Convert the column to real numbers.",
+            )
     missing = values.isna().to_numpy()
     if missing.any():
         _fail(
@@ -1181,6 +1200,17 @@ def _occasions(
     return cust[start], pair_day[start]
 
 
+def _check_sums_finite(sums: np.ndarray, ids: np.ndarray, amount_col: str) -> None:
+    """Amounts are finite row by row (validated) but their sums may overflow float64."""
+    bad = ~np.isfinite(sums)
+    if bad.any():
+        raise DataValidationError(
+            f"column '{amount_col}': the amounts of {int(bad.sum()):,} customers add up to more "
+            f"than the largest float (about 1.8e308) (customers {describe_rows(ids[bad])}). "
+            f"Rescale the amounts (e.g. to thousands) or fix these rows."
+        )
+
+
 def _pre_validated(transactions: Any) -> CleaningReport | None:
     """The report of a frame straight from validate_transactions, if it still fits."""
     if not isinstance(transactions, pd.DataFrame):
@@ -1360,6 +1390,7 @@ def rfm_summary(
     first_spend = np.bincount(codes[in_first], weights=amount[in_first], minlength=n_all)
     repeat_rows = cal & ~in_first
     repeat_spend = np.bincount(codes[repeat_rows], weights=amount[repeat_rows], minlength=n_all)
+    _check_sums_finite(first_spend + repeat_spend, uniques_arr, amount_col)
 
     sel = in_summary
     frequency = n_occ[sel] - 1
@@ -1381,9 +1412,11 @@ def rfm_summary(
         hold = ~cal  # every row is on or before observation_end (checked above)
         h_cust, _ = _occasions(codes[hold], day[hold], merge_period)
         n_hold_occ = int(np.isin(h_cust, np.flatnonzero(sel)).sum())
+        hold_spend = np.bincount(codes[hold], weights=amount[hold], minlength=n_all)
+        _check_sums_finite(hold_spend, uniques_arr, amount_col)
         holdout = {
             "holdout_frequency": np.bincount(h_cust, minlength=n_all)[sel],
-            "holdout_spend": np.bincount(codes[hold], weights=amount[hold], minlength=n_all)[sel],
+            "holdout_spend": hold_spend[sel],
             "holdout_length": (obs_day - cal_day) / unit,
         }
 
