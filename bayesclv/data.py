@@ -833,9 +833,13 @@ def _parse_amounts(values: pd.Series, col: str, labels: pd.Index) -> np.ndarray:
 
 def _as_day(value: Any, name: str) -> np.datetime64:
     """A date argument (str, date, Timestamp) as a day; it is an inclusive last day."""
+    if isinstance(value, int | float | np.number | bool | np.bool_):
+        raise DataValidationError(
+            f"{name}={value!r} is a number, not a date; pass e.g. {name}='1997-09-30'."
+        )
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise DataValidationError(
             f"{name}={value!r} is not a date; pass e.g. {name}='1997-09-30'."
         ) from exc
