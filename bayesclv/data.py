@@ -39,6 +39,11 @@ DAYS_PER_UNIT: dict[str, float] = {
 
 
 def _as_readonly(values: Any, dtype: Any, name: str) -> np.ndarray:
+    kind = getattr(values, "dtype", np.dtype(object)).kind
+    if kind in "bcmM":  # casts that would "work" and lose meaning: True -> 1, 1+2j -> 1
+        raise DataValidationError(
+            f"RFMData: column '{name}' holds {values.dtype} values; pass real numbers."
+        )
     try:
         arr = np.array(values, dtype=dtype, copy=True)
     except (TypeError, ValueError) as exc:
@@ -128,9 +133,17 @@ class RFMData:
                 "RFMData: no customers. Check that the transaction log is not empty and "
                 "that the calibration period contains first purchases."
             )
+        missing_id = pd.isna(ids) if ids.dtype == object or ids.dtype.kind == "f" else None
+        if missing_id is not None and missing_id.any():
+            raise DataValidationError(
+                f"RFMData: 'customer_id' has {int(missing_id.sum())} missing values (rows "
+                f"{describe_rows(np.flatnonzero(missing_id))}). Drop or fill them."
+            )
         freq_raw = np.asarray(self.frequency)
         if freq_raw.dtype.kind == "f":
+            # above 2**53 floats are not whole counts any more, and int64 casts overflow
             bad = ~np.isfinite(freq_raw) | (freq_raw != np.round(freq_raw))
+            bad |= np.abs(np.where(bad, 0.0, freq_raw)) > 2.0**53
             if bad.any():
                 raise DataValidationError(
                     f"RFMData: column 'frequency' must hold whole numbers; {int(bad.sum())} "
@@ -284,11 +297,41 @@ class RFMData:
                 f"{list(df.columns)[:20]}. Pass the right names, e.g. frequency='x', recency='t_x'."
             )
         ids = df.index.to_numpy() if customer_id is None else df[customer_id].to_numpy()
-        mv = (
-            np.zeros(len(df))
-            if monetary_value is None
-            else df[monetary_value].to_numpy(dtype=np.float64, na_value=np.nan)
-        )
+        if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=True) in (
+            "mixed",
+            "mixed-integer",
+            "mixed-integer-float",
+        ):
+            kinds = sorted({type(v).__name__ for v in ids})
+            problem = (
+                f"mix types {kinds}, so 1 and '1' would be two customers"
+                if len(kinds) > 1
+                else f"are of type {kinds[0]}, not integers or strings"
+            )
+            raise DataValidationError(
+                f"RFMData.from_frame: customer ids {problem}. Convert them to one type, e.g. "
+                f"df.index = df.index.astype(str)."
+            )
+
+        def numeric(col: str, dtype: Any = np.float64) -> np.ndarray:
+            values = df[col]
+            if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+                parsed = pd.to_numeric(values, errors="coerce")
+                bad = parsed.isna().to_numpy() & values.notna().to_numpy()
+                if bad.any():
+                    raise DataValidationError(
+                        f"RFMData.from_frame: column '{col}' has {int(bad.sum())} values that "
+                        f"are not numbers ({describe_rows(values[bad].astype(str).to_numpy())}"
+                        f"; customers {describe_rows(ids[bad])}). Convert it to numbers."
+                    )
+                values = parsed
+            if isinstance(values.dtype, np.dtype) and values.dtype.kind in "bcmM":
+                return values.to_numpy()  # refused, with the column's name, by RFMData
+            if pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans:
+                return values.to_numpy(dtype=np.int64)
+            return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+        mv = np.zeros(len(df)) if monetary_value is None else numeric(monetary_value)
         if segment is None:
             codes = np.zeros(len(df), dtype=np.int64)
             names: tuple[str, ...] = ("all",)
@@ -305,9 +348,9 @@ class RFMData:
             names = tuple(str(c) for c in cat.categories)
         return cls(
             customer_id=ids,
-            frequency=df[frequency].to_numpy(),
-            recency=df[recency].to_numpy(dtype=np.float64),
-            T=df[T].to_numpy(dtype=np.float64),
+            frequency=numeric(frequency),
+            recency=numeric(recency),
+            T=numeric(T),
             monetary_value=mv,
             segment=codes,
             segment_names=names,
