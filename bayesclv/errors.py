@@ -38,7 +38,8 @@ class SavedModelError(BayesCLVError):
 
 def describe_rows(labels, limit: int = 5) -> str:
     """Format the first few offending row labels for an error message."""
-    labels = list(labels)
+    # NumPy scalars print as np.int64(7) under NumPy 2: show the plain value.
+    labels = [x.item() if hasattr(x, "item") and hasattr(x, "dtype") else x for x in labels]
     shown = ", ".join(repr(x) for x in labels[:limit])
     more = f" (and {len(labels) - limit} more)" if len(labels) > limit else ""
     return f"{shown}{more}"
