@@ -251,13 +251,90 @@ def run_pymc_marketing_clv(job: dict, df: pd.DataFrame) -> dict:
     return out
 
 
+def _thin(da, max_draws: int) -> list[float]:
+    """Draws of a scalar parameter, flattened over (chain, draw) and evenly thinned."""
+    vals = np.asarray(da.values, dtype=float).ravel()
+    step = max(1, int(np.ceil(vals.size / max_draws)))
+    return [float(v) for v in vals[::step]]
+
+
+def run_peer_holdout(job: dict, df: pd.DataFrame) -> dict:
+    """Holdout predictions of a peer's BG/NBD + Gamma-Gamma, with the peer's own formulas.
+
+    ``lib == "peer_holdout"`` (used by ``holdout_accuracy.py``); ``peer``: "lifetimes"
+    (MLE) or "pymc_marketing" (``method`` "map" or "mcmc"); ``horizon``: holdout length
+    in the data's time unit. Returns, per customer in ``df`` order, the peer's
+    conditional expected purchases over ``horizon`` and conditional expected spend per
+    purchase (Fader & Hardie 2013, eq. 5; x = 0 gives the population mean), for
+    pymc-marketing averaged over all posterior draws; the fitted parameters (MLE / MAP
+    values, or up to ``max_param_draws`` thinned posterior draws); fit and predict seconds.
+    """
+    h = float(job["horizon"])
+    rb = _repeat_buyers(df)
+    if job["peer"] == "lifetimes":
+        import lifetimes
+
+        t0 = time.perf_counter()
+        bg = lifetimes.BetaGeoFitter(penalizer_coef=0.0)
+        bg.fit(df["frequency"], df["recency"], df["T"])
+        t1 = time.perf_counter()
+        gg = lifetimes.GammaGammaFitter(penalizer_coef=0.0)
+        gg.fit(rb["frequency"], rb["monetary_value"])
+        t2 = time.perf_counter()
+        purchases = bg.conditional_expected_number_of_purchases_up_to_time(
+            h, df["frequency"], df["recency"], df["T"]
+        )
+        spend = gg.conditional_expected_average_profit(df["frequency"], df["monetary_value"])
+        t3 = time.perf_counter()
+        params = {k: [float(bg.params_[k])] for k in ("r", "alpha", "a", "b")}
+        params.update({k: [float(gg.params_[k])] for k in ("p", "q", "v")})
+    else:
+        from pymc_marketing import clv
+
+        method = job.get("method", "map")
+        kw: dict = {}
+        if method == "mcmc":
+            kw = dict(draws=job["draws"], tune=job["tune"], chains=job["chains"],
+                      target_accept=job["target_accept"], random_seed=job["seed"],
+                      progressbar=False)  # fmt: skip
+            if job.get("cores") is not None:
+                kw["cores"] = job["cores"]
+        t0 = time.perf_counter()
+        bg = clv.BetaGeoModel(data=df[["customer_id", "frequency", "recency", "T"]])
+        bg.fit(method=method, **kw)
+        t1 = time.perf_counter()
+        gg = clv.GammaGammaModel(data=rb[["customer_id", "frequency", "monetary_value"]])
+        gg.fit(method=method, **kw)
+        t2 = time.perf_counter()
+        purchases = bg.expected_purchases(future_t=h).mean(("chain", "draw")).values
+        spend = (
+            gg.expected_customer_spend(df[["customer_id", "frequency", "monetary_value"]])
+            .mean(("chain", "draw"))
+            .values
+        )
+        t3 = time.perf_counter()
+        n = int(job.get("max_param_draws", 1000))
+        params = {k: _thin(bg.idata.posterior[k], n) for k in ("r", "alpha", "a", "b")}
+        params.update({k: _thin(gg.idata.posterior[k], n) for k in ("p", "q", "v")})
+    return {
+        "fit_s": t2 - t0,
+        "fit_s_purchase": t1 - t0,
+        "fit_s_spend": t2 - t1,
+        "predict_s": t3 - t2,
+        "params": params,
+        "pred_purchases": [float(v) for v in np.asarray(purchases, dtype=float)],
+        "pred_spend_per_purchase": [float(v) for v in np.asarray(spend, dtype=float)],
+    }
+
+
 def main() -> None:
     job = json.loads(sys.argv[1])
     t_start = time.perf_counter()
     df = pd.read_csv(job["data"])
     runner = {"ours": run_ours, "pymc_marketing": run_pymc_marketing,
               "lifetimes": run_lifetimes,
-              "pymc_marketing_clv": run_pymc_marketing_clv}[job["lib"]]  # fmt: skip
+              "pymc_marketing_clv": run_pymc_marketing_clv,
+              "peer_holdout": run_peer_holdout}[job["lib"]]  # fmt: skip
     out = runner(job, df)
     out["process_s"] = time.perf_counter() - t_start
     out.update(_rss_mb())
