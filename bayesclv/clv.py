@@ -52,7 +52,9 @@ Speed and memory
   threads (``n_jobs``) split draws or customers; NumPy releases the GIL.
 * :func:`score_customers` holds at most ``chunk_size x n_draws`` values per array (plus
   ``n_unique(segment, x, T) x n_draws`` table values), so 1M customers x 1000 draws never
-  exist at once; only the per-customer summaries (a few floats each) are kept.
+  exist at once; only the per-customer summaries (a few floats each) are kept, and with
+  ``keep_table=False, out_parquet=...`` not even those: each chunk's rows are written as a
+  Parquet row group as soon as they are known.
   :func:`expected_clv` and :func:`simulate_clv` return the full ``(chain, draw,
   customer)`` array: use them for moderate sizes and ``score_customers`` beyond.
 * ``benchmarks/bench_clv_scoring.py`` measures 1M customers x 1000 draws.
@@ -64,6 +66,7 @@ import math
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -228,9 +231,18 @@ def _schedule(disc: _Discount, scale: float) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- engine
 def _factorize(*cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Codes of unique rows of ``cols`` and the unique values of each column."""
-    frame = pd.DataFrame({i: c for i, c in enumerate(cols)})
-    codes = frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
+    """Codes of unique rows of ``cols`` and the unique values of each column.
+
+    Codes are numbered in order of first appearance. Columns are combined one at a time
+    (``code * n_unique + column code``, re-factorized so codes stay below the number of
+    rows) rather than by a multi-column groupby: a few integers per row at a time, which
+    keeps :func:`score_customers`' memory per customer small.
+    """
+    codes = np.zeros(len(cols[0]), dtype=np.int64)
+    for col in cols:
+        cc, uniq = pd.factorize(np.asarray(col), use_na_sentinel=False)
+        codes = codes * len(uniq) + cc
+        codes, _ = pd.factorize(codes)
     first = np.full(codes.max() + 1, -1, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes))[::-1]
     return codes.astype(np.intp), [np.asarray(c)[first] for c in cols]
@@ -892,11 +904,15 @@ def new_customer_clv(
 class CustomerScores(NamedTuple):
     """Result of :func:`score_customers`."""
 
-    #: One row per customer, columns :data:`bayesclv.summary.TABLE_COLUMNS`.
-    table: pd.DataFrame
+    #: One row per customer, columns :data:`bayesclv.summary.TABLE_COLUMNS`; ``None``
+    #: when ``score_customers(keep_table=False)`` (the rows went to ``out_parquet``).
+    table: pd.DataFrame | None
     #: ``segment_total`` (chain, draw, segment) and ``portfolio_total`` (chain, draw),
     #: summed per draw over all customers.
     totals: xr.Dataset
+
+
+_SUMMARY_NAMES = ("mean", "median", "lower", "upper", "p_alive", "purchases")
 
 
 def score_customers(
@@ -918,6 +934,7 @@ def score_customers(
     out_parquet: str | os.PathLike | None = None,
     metadata: Mapping[str, Any] | None = None,
     n_jobs: int | None = None,
+    keep_table: bool = True,
 ) -> CustomerScores:
     """Score many customers in chunks: tidy table plus per-draw segment totals.
 
@@ -935,9 +952,19 @@ def score_customers(
         Customers per chunk. For ``method="simulate"`` it is rounded up to a multiple of
         :data:`SIM_BLOCK`; results do not depend on it.
     out_parquet : path-like, optional
-        Also write the table to this Parquet file in row groups of ``chunk_size`` rows,
-        atomically (temporary file in the same directory, then rename); the run settings
-        and ``metadata`` go to its schema metadata under ``b"bayesclv"``.
+        Stream the table to this Parquet file: each chunk of ``chunk_size`` customers
+        (``rfm`` order) is written as one row group as soon as its rows are known, to a
+        temporary file in the same directory that is renamed to ``out_parquet`` when the
+        run succeeds and removed on any exception (including ``KeyboardInterrupt``); an
+        existing ``out_parquet`` is untouched until then. The run settings and
+        ``metadata`` go to its schema metadata under ``b"bayesclv"``
+        (:func:`bayesclv.summary.read_metadata`).
+    keep_table : bool
+        Return the per-customer table (default). With ``False`` the table is never
+        assembled in memory and ``CustomerScores.table`` is ``None``: pass
+        ``out_parquet`` to keep the rows. Memory then stays at the chunk working set
+        plus a few integers per customer (their keys) and six floats per distinct
+        ``(segment, x, t_x, T, zbar)``, however many customers are scored.
     Other parameters
         As :func:`expected_clv` / :func:`simulate_clv` and
         :func:`bayesclv.summary.clv_intervals`.
@@ -945,7 +972,8 @@ def score_customers(
     Returns
     -------
     CustomerScores
-        ``table`` (one row per customer, ``rfm`` order) and ``totals``.
+        ``table`` (one row per customer, ``rfm`` order; ``None`` with
+        ``keep_table=False``) and ``totals`` (always).
     """
     if method not in ("expected", "simulate"):
         raise ValueError(f"method must be 'expected' or 'simulate', got {method!r}.")
@@ -958,7 +986,8 @@ def score_customers(
         purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=method == "expected"
     )
     N, S = eng.dp.n_draws, rfm.n_segments
-    names = ("mean", "median", "lower", "upper", "p_alive", "purchases")
+    names = np.asarray(rfm.segment_names, dtype=object)
+    kept = {k: np.empty(rfm.n_customers) for k in _SUMMARY_NAMES} if keep_table else None
 
     def summarise(idx, clv=None, pa=None, weights=None) -> tuple:
         """Per-row summaries of (rows, draws) CLV and its per-draw segment sums."""
@@ -974,77 +1003,163 @@ def score_customers(
         onehot[np.arange(len(idx)), rfm.segment[idx]] = 1.0 if weights is None else weights
         return summ, clv.T @ onehot
 
-    if method == "expected":
+    def rows(start: int, stop: int, summ: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        return table_from_summaries(
+            rfm.customer_id[start:stop],
+            names[rfm.segment[start:stop]],
+            summ,
+            p_alive=summ["p_alive"],
+            expected_purchases=summ["purchases"],
+            prob=prob,
+            kind=kind,
+            horizon=disc.horizon,
+            time_unit=rfm.time_unit,
+        )
+
+    def run(sink) -> np.ndarray:
+        """Score every customer; hand each finished chunk of rows, in order, to ``sink``.
+
+        Returns the per-draw segment sums (n_draws, n_segments).
+        """
+        seg_acc = np.zeros((N, S))
+
+        def emit(start: int, stop: int, summ: Mapping[str, np.ndarray]) -> None:
+            if kept is not None:
+                for k in _SUMMARY_NAMES:
+                    kept[k][start:stop] = summ[k]
+            if sink is not None:
+                sink(rows(start, stop, summ))
+
+        if method == "simulate":
+            for start, stop in _chunks(rfm.n_customers, chunk_size):
+                clv, pa = eng.simulate(start, stop, entropy)
+                summ, seg = summarise(np.arange(start, stop), clv, pa)
+                seg_acc += seg
+                emit(start, stop, summ)
+            return seg_acc
+
         # Customers with the same key share their draws: summarise each key once,
         # weight its draws by its number of customers in the segment totals.
-        kcode, rep, counts = eng.customer_keys()
-        per_key = {k: np.empty(len(rep)) for k in names}
+        kcode, rep, counts = _keys_in_order_of_appearance(eng)
+        per_key = {k: np.empty(len(rep)) for k in _SUMMARY_NAMES}
 
-        def run(bounds):
+        def run_keys(bounds):
             start, stop = bounds
             summ, seg = summarise(rep[start:stop], weights=counts[start:stop])
-            for k in names:
+            for k in _SUMMARY_NAMES:
                 per_key[k][start:stop] = summ[k]
-            return seg
+            return stop, seg
 
-        seg_parts = _map(run, _chunks(len(rep), chunk_size), n_jobs)
-        per_customer = {k: v[kcode] for k, v in per_key.items()}
-    else:
-        per_customer = {k: np.empty(rfm.n_customers) for k in names}
-        seg_parts = []
-        for start, stop in _chunks(rfm.n_customers, chunk_size):
-            idx = np.arange(start, stop)
-            clv, pa = eng.simulate(start, stop, entropy)
-            summ, seg = summarise(idx, clv, pa)
-            for k in names:
-                per_customer[k][start:stop] = summ[k]
-            seg_parts.append(seg)
-    seg_acc = np.zeros((N, S))
-    for part in seg_parts:  # fixed order: deterministic sums
-        seg_acc += part
-    table = table_from_summaries(
-        rfm.customer_id,
-        rfm.segment_labels(),
-        per_customer,
-        p_alive=per_customer["p_alive"],
-        expected_purchases=per_customer["purchases"],
-        prob=prob,
-        kind=kind,
-        horizon=disc.horizon,
-        time_unit=rfm.time_unit,
-    )
-    check_one_row_per_customer(table, rfm.customer_id)
+        # Keys are numbered in order of first appearance, so once keys 0..K-1 are
+        # summarised every customer before rep[K] (the first one with key K) is ready.
+        written = 0
+        with closing(_imap(run_keys, _chunks(len(rep), chunk_size), n_jobs)) as done:
+            for k_done, seg in done:
+                seg_acc += seg  # in key order: deterministic sums
+                ready = int(rep[k_done]) if k_done < len(rep) else rfm.n_customers
+                while written < ready and (
+                    ready - written >= chunk_size or ready == rfm.n_customers
+                ):
+                    stop = min(written + chunk_size, ready)
+                    code = kcode[written:stop]
+                    emit(written, stop, {k: v[code] for k, v in per_key.items()})
+                    written = stop
+        return seg_acc
+
+    meta = {**_attrs(eng, method=method), **dict(metadata or {})}
     if out_parquet is not None:
-        meta = {**_attrs(eng, method=method), **dict(metadata or {})}
-        _write_parquet_chunks(table, Path(out_parquet), chunk_size, meta)
+        box = {}
+
+        def write(tmp: Path) -> None:
+            with _ParquetChunks(tmp, meta) as sink:
+                box["seg"] = run(sink)
+                if sink.n_rows != rfm.n_customers:  # pragma: no cover - internal invariant
+                    raise AssertionError(f"{sink.n_rows} rows for {rfm.n_customers} customers.")
+
+        atomic_write(Path(out_parquet), write)
+        seg_acc = box["seg"]
+    else:
+        seg_acc = run(None)
+
+    table = None
+    if kept is not None:
+        table = rows(0, rfm.n_customers, kept)
+        check_one_row_per_customer(table, rfm.customer_id)
     c, d = eng.dp.n_chain, eng.dp.n_draw
-    like = xr.Dataset(coords={k: v for k, v in (("chain", eng.dp.chain), ("draw", eng.dp.draw))
-                              if v is not None})
+    dims = (("chain", eng.dp.chain), ("draw", eng.dp.draw))
+    like = xr.Dataset(coords={k: v for k, v in dims if v is not None})
     totals = _totals_dataset(seg_acc.reshape(c, d, -1), like, rfm.segment_names)
     totals.attrs.update(_attrs(eng, method=method))
     return CustomerScores(table, totals)
 
 
-def _write_parquet_chunks(table: pd.DataFrame, path: Path, chunk_size: int, meta: dict) -> None:
-    """Write ``table`` as Parquet row groups of ``chunk_size`` rows, atomically."""
-    import json
+def _keys_in_order_of_appearance(eng: _Engine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`_Engine.customer_keys` with keys renumbered by their first customer.
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    (``groupby(sort=False)`` already numbers them so; renumbering makes the streaming in
+    :func:`score_customers` independent of that pandas detail.)
+    """
+    kcode, rep, counts = eng.customer_keys()
+    if len(rep) > 1 and not np.all(np.diff(rep) > 0):
+        order = np.argsort(rep, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        kcode, rep, counts = rank[kcode], rep[order], counts[order]
+    return kcode, rep, counts
 
-    def write(tmp: Path) -> None:
-        writer = None
-        try:
-            for start, stop in _chunks(len(table), chunk_size):
-                tbl = pa.Table.from_pandas(table.iloc[start:stop], preserve_index=False)
-                if writer is None:
-                    md = dict(tbl.schema.metadata or {})
-                    md[b"bayesclv"] = json.dumps(meta, default=str).encode()
-                    schema = tbl.schema.with_metadata(md)
-                    writer = pq.ParquetWriter(tmp, schema)
-                writer.write_table(tbl.cast(schema))
-        finally:
-            if writer is not None:
-                writer.close()
 
-    atomic_write(path, write)
+def _imap(fn, items, n_jobs):
+    """Like :func:`_map`, but yield results in order as soon as each is done.
+
+    On an exception in the consumer (or ``KeyboardInterrupt``) pending work is
+    cancelled, running work finished, and the exception propagates.
+    """
+    items = list(items)
+    if n_jobs is None:
+        n_jobs = os.cpu_count() or 1
+    if n_jobs <= 1 or len(items) <= 1:
+        for i in items:
+            yield fn(i)
+        return
+    ex = ThreadPoolExecutor(max_workers=min(n_jobs, len(items)))
+    try:
+        futures = [ex.submit(fn, i) for i in items]
+        for fut in futures:
+            yield fut.result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+class _ParquetChunks:
+    """Append tables to one Parquet file, one row group each (a context manager).
+
+    The first table fixes the schema (plus ``meta`` as JSON under ``b"bayesclv"``); later
+    ones are cast to it, so row groups agree even if a chunk's inferred types differ.
+    """
+
+    def __init__(self, path: Path, meta: Mapping[str, Any]):
+        self.path, self.meta = path, meta
+        self.writer = self.schema = None
+        self.n_rows = 0
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tbl = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            md = dict(tbl.schema.metadata or {})
+            md[b"bayesclv"] = json.dumps(dict(self.meta), default=str).encode()
+            self.schema = tbl.schema.with_metadata(md)
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(tbl.cast(self.schema), row_group_size=max(1, len(frame)))
+        self.n_rows += len(frame)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -283,3 +283,193 @@ def test_zero_horizon_is_worth_nothing(rfm, model):
     sc = score_customers(pp, sp, rfm, **kw)
     assert (sc.table["clv_upper"] == 0).all() and (sc.table["expected_purchases"] == 0).all()
     assert (sc.table["p_alive"] > 0).all()
+
+
+# --------------------------------------------------------------------------- streaming
+def few_keys_rfm(n, seed=0):
+    """Many customers, few distinct (segment, x, t_x, T, zbar): scoring cost is per key."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 4, n)
+    T = rng.integers(30, 40, n).astype(float)
+    t_x = np.where(x > 0, np.floor(T * rng.integers(1, 4, n) / 4), 0.0)
+    return RFMData(
+        customer_id=np.arange(n) + 10**9,
+        frequency=x,
+        recency=t_x,
+        T=T,
+        monetary_value=np.where(x > 0, rng.choice([20.0, 35.0], n), 0.0),
+        segment=rng.integers(0, len(SEGS), n),
+        segment_names=SEGS,
+    )
+
+
+@pytest.mark.parametrize("method", ["expected", "simulate"])
+def test_streamed_parquet_has_one_row_group_per_chunk_and_equals_the_table(method, tmp_path):
+    rfm = random_rfm(1500, seed=6)
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    kw = dict(method=method, random_seed=11, chunk_size=512, n_jobs=2, **KW)
+    full = score_customers(pp, sp, rfm, out_parquet=tmp_path / "a.parquet", **kw)
+    lean = score_customers(pp, sp, rfm, out_parquet=tmp_path / "b.parquet", keep_table=False, **kw)
+    assert lean.table is None
+    for name in ("a.parquet", "b.parquet"):
+        f = pq.ParquetFile(tmp_path / name)
+        assert [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] == [
+            512,
+            512,
+            476,
+        ]
+        pd.testing.assert_frame_equal(f.read().to_pandas(), full.table)
+    xr.testing.assert_identical(lean.totals, full.totals)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet"]
+
+
+def test_keep_table_false_memory_does_not_grow_with_customers(tmp_path):
+    # tracemalloc sees NumPy's and pandas' allocations. Without the table, each extra
+    # customer costs only its codes (segment column, key: a few int64, ~32 bytes);
+    # keeping the table costs its summary floats and columns on top (~150 bytes).
+    # 100 draws: holding every customer's draws would cost 800 bytes per customer.
+    import tracemalloc
+
+    pp = make_params("bgnbd", BG, n_chain=1, n_draw=100)
+    sp = make_params("gamma_gamma", GG, n_chain=1, n_draw=100)
+    small, big = few_keys_rfm(40_000), few_keys_rfm(160_000)
+
+    def peak(rfm, keep):
+        tracemalloc.start()
+        try:
+            score_customers(
+                pp,
+                sp,
+                rfm,
+                out_parquet=tmp_path / "s.parquet",
+                keep_table=keep,
+                chunk_size=2048,
+                n_jobs=2,
+                **KW,
+            )
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    per_customer = {
+        keep: (peak(big, keep) - peak(small, keep)) / (big.n_customers - small.n_customers)
+        for keep in (False, True)
+    }
+    assert per_customer[False] < 96, per_customer  # bytes per extra customer
+    assert per_customer[True] > per_customer[False] + 64, per_customer
+
+
+@pytest.mark.parametrize("method", ["expected", "simulate"])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_failure_mid_run_leaves_no_file_and_keeps_the_old_one(method, error, tmp_path, monkeypatch):
+    import bayesclv.clv as clv_mod
+
+    rfm = random_rfm(2000, seed=8)
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    out = tmp_path / "scores.parquet"
+    out.write_bytes(b"previous run")
+    calls, seen = [0], {}
+    real = clv_mod.interval_arrays
+
+    def failing_third_chunk(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            # Rows of the first two chunks are already in the temporary file.
+            tmp = [p for p in tmp_path.iterdir() if p != out]
+            seen["tmp_bytes"] = [p.stat().st_size for p in tmp]
+            raise error("stop")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clv_mod, "interval_arrays", failing_third_chunk)
+    with pytest.raises(error, match="stop"):
+        score_customers(
+            pp,
+            sp,
+            rfm,
+            method=method,
+            random_seed=1,
+            chunk_size=256,
+            n_jobs=1,
+            out_parquet=out,
+            **KW,
+        )
+    assert len(seen["tmp_bytes"]) == 1 and seen["tmp_bytes"][0] > 1000
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"previous run"
+
+
+# --------------------------------------------------------------------------- coverage
+def forward_simulate(model, th, gg, n, T, horizon, delta, rng):
+    """Customers simulated forward from time 0 through ``T + horizon`` (independent of
+    bayesclv): calibration summaries and the realised value of ``(T, T + horizon]``,
+    each purchase discounted by ``exp(-delta (tau - T))``."""
+    lam = rng.gamma(th["r"], 1.0 / th["alpha"], n)
+    if model == "bgnbd":
+        p_drop = rng.beta(th["a"], th["b"], n)
+        death = np.full(n, np.inf)
+    else:
+        death = rng.exponential(1.0 / rng.gamma(th["s"], 1.0 / th["beta"], n))
+    nu = rng.gamma(gg["q"], 1.0 / gg["v"], n)
+    x, t_x, spent, value = np.zeros(n, int), np.zeros(n), np.zeros(n), np.zeros(n)
+    clock = np.zeros(n)
+    live = np.arange(n)
+    while live.size:
+        clock[live] += rng.exponential(1.0 / lam[live])
+        live = live[(clock[live] <= T[live] + horizon) & (clock[live] <= death[live])]
+        amount = rng.gamma(gg["p"], 1.0 / nu[live])
+        past = clock[live] <= T[live]
+        cal, fut = live[past], live[~past]
+        x[cal] += 1
+        t_x[cal] = clock[cal]
+        spent[cal] += amount[past]
+        value[fut] += np.exp(-delta * (clock[fut] - T[fut])) * amount[~past]
+        if model == "bgnbd":  # dropout right after each repeat purchase
+            live = live[rng.random(live.size) >= p_drop[live]]
+    zbar = np.where(x > 0, spent / np.maximum(x, 1), 0.0)
+    return x, t_x, zbar, value
+
+
+@pytest.mark.parametrize("model", ["bgnbd", "pareto_nbd"])
+def test_simulated_clv_intervals_cover_forward_simulated_truths_at_nominal_rate(model):
+    # Oracle: the generative process run forward (no conditioning formulas). With the
+    # true parameters as the posterior, simulate_clv's draws are the predictive
+    # distribution of each customer's realised value given their history, so the truths'
+    # randomised PIT (ties at the point mass at 0 split at random) is uniform: the 80 %
+    # central interval covers 80 %, each 10 % tail holds 10 %.
+    rng = np.random.default_rng(2024)
+    n, draws, H, rate, period = 4000, 200, 26.0, 0.3, 13.0
+    th = MODEL_OF[model]
+    T = rng.uniform(20.0, 40.0, n)
+    x, t_x, zbar, truth = forward_simulate(model, th, GG, n, T, H, math.log1p(rate) / period, rng)
+    rfm = RFMData(
+        customer_id=np.arange(n),
+        frequency=x,
+        recency=t_x,
+        T=T,
+        monetary_value=zbar,
+        segment=np.zeros(n, dtype=int),
+        segment_names=("all",),
+    )
+    pp = make_params(model, th, segments=("all",), n_chain=1, n_draw=draws, jitter=0.0)
+    sp = make_params("gamma_gamma", GG, segments=("all",), n_chain=1, n_draw=draws, jitter=0.0)
+    sim = (
+        simulate_clv(
+            pp,
+            sp,
+            rfm,
+            horizon=H,
+            discount_rate=rate,
+            discount_period=period,
+            discounting="continuous",
+            random_seed=3,
+        )
+        .values[0]
+        .T
+    )  # (n, draws)
+    below = (sim < truth[:, None]).sum(axis=1)
+    ties = (sim == truth[:, None]).sum(axis=1)
+    pit = (below + rng.uniform(size=n) * (ties + 1)) / (draws + 1)
+    assert (truth == 0).mean() > 0.3 and (truth > 0).sum() > 400  # both parts exercised
+    se = math.sqrt(0.8 * 0.2 / n)
+    assert abs(np.mean((pit > 0.1) & (pit < 0.9)) - 0.8) < 4 * se
+    assert abs(np.mean(pit <= 0.1) - 0.1) < 4 * math.sqrt(0.09 / n)
+    assert abs(np.mean(pit >= 0.9) - 0.1) < 4 * math.sqrt(0.09 / n)
