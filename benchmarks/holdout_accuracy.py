@@ -222,6 +222,14 @@ def main(argv=None) -> int:
         default=None,
         help="also Pareto/NBD (default: on for the sample, off for the master)",
     )
+    ap.add_argument("--pareto-poolings", default="partial,complete")
+    ap.add_argument(
+        "--pareto-draws",
+        type=int,
+        default=None,
+        help="draws and tune steps per chain for Pareto/NBD (default: --draws / --tune); "
+        "its quadrature likelihood costs ~10x BG/NBD's per gradient",
+    )
     ap.add_argument(
         "--peers",
         default=None,
@@ -286,13 +294,16 @@ def main(argv=None) -> int:
     fits: dict[str, dict] = {}
     plan = [("gamma_gamma", p) for p in poolings] + [("bgnbd", p) for p in poolings]
     if pareto:
-        plan += [("pareto_nbd", p) for p in poolings if p != "none"]
+        plan += [("pareto_nbd", p) for p in args.pareto_poolings.split(",") if p in poolings]
     for i, (kind, pooling) in enumerate(plan):
+        draws, tune = args.draws, args.tune
+        if kind == "pareto_nbd" and args.pareto_draws:
+            draws = tune = args.pareto_draws
         t0 = time.perf_counter()
         with PeakRSS() as mem, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             idata = fit(builders[kind](rfm, pooling=pooling), sampler=sampler,
-                        draws=args.draws, tune=args.tune, chains=args.chains,
+                        draws=draws, tune=tune, chains=args.chains,
                         random_seed=args.seed + i, progressbar=False)  # fmt: skip
         rep = convergence_report(idata)
         fits[f"{kind}/{pooling}"] = {"idata": idata, "fit_s": time.perf_counter() - t0,
@@ -309,6 +320,7 @@ def main(argv=None) -> int:
             name = f"bayes/{kind}+gg {label[pooling]} ({pooling})"
             evaluate(name, pf["idata"], sf["idata"], {
                 "family": "Bayesian", "sampler": sampler,
+                "draws_per_chain": int(pf["idata"].posterior.sizes["draw"]),
                 "fit_s": pf["fit_s"] + sf["fit_s"], "fit_s_purchase": pf["fit_s"],
                 "fit_s_spend": sf["fit_s"], "peak_mb": max(pf["peak_mb"], sf["peak_mb"]),
                 "convergence": {"purchase": pf["report"].to_dict(),
@@ -403,6 +415,7 @@ def main(argv=None) -> int:
         "settings": {"dataset": args.dataset, "sampler": sampler, "draws": args.draws,
                      "tune": args.tune, "chains": args.chains, "seed": args.seed,
                      "sim_draws": args.sim_draws, "poolings": poolings, "pareto": pareto,
+                     "pareto_poolings": args.pareto_poolings, "pareto_draws": args.pareto_draws,
                      "peers": peers, "peer_method": peer_method, "smoke": args.smoke},
         "data": {"customers": rfm.n_customers, "segments": rfm.segment_sizes().to_dict(),
                  "holdout_weeks": float(rfm.holdout_length),
@@ -466,7 +479,13 @@ def markdown(p: dict, png: str) -> str:
         f"- data: {d['customers']:,} customers {d['segments']} (acquisition month); "
         f"actual holdout: {d['holdout_purchases']:,} repeat purchases, "
         f"${d['holdout_spend']:,.2f} over {d['holdout_weeks']:g} weeks",
-        f"- Bayesian fits: {nuts}, seed {s['seed']}; {s['sim_draws']} posterior draws per "
+        f"- Bayesian fits: {nuts}"
+        + (
+            f" (Pareto/NBD: {s['pareto_draws']} draws, tune {s['pareto_draws']})"
+            if s.get("pareto_draws") and s["sampler"] != "map"
+            else ""
+        )
+        + f", seed {s['seed']}; {s['sim_draws']} posterior draws per "
         "interval simulation / LPD; peers: "
         + (", ".join(s["peers"]) or "none")
         + (f" (pymc-marketing {s['peer_method']}, 2 parallel chains)"
