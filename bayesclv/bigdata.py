@@ -24,7 +24,9 @@ Install with ``pip install "bayesclv[duckdb]"``.
 from __future__ import annotations
 
 import glob as _glob
+import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,9 @@ from bayesclv.data import (
 from bayesclv.errors import DataValidationError, describe_rows
 
 __all__ = ["rfm_summary_parquet", "parquet_files"]
+
+#: Each step's wall time is logged here at INFO level (``logging.basicConfig(level=20)``).
+_log = logging.getLogger("bayesclv.bigdata")
 
 #: Row key: file index in the high bits, row number inside the file in the low 40 bits
 #: (files of up to ~10^12 rows).
@@ -326,6 +331,13 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
         raise DataValidationError(f"column '{col}': {rows_where(condition)} {problem}. {fix}")
 
     # ------------------------------------------------------------- row-level checks
+    clock = [time.perf_counter()]
+
+    def step(name: str) -> None:
+        now = time.perf_counter()
+        _log.info("%s: %.1f s", name, now - clock[0])
+        clock[0] = now
+
     obs_day = None if obs_given is None else int(obs_given.astype(np.int64))
     # UTC calendar day (days since 1970-01-01) by floor division of epoch nanoseconds;
     # DuckDB's // truncates towards zero, hence the positive remainder.
@@ -425,6 +437,7 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
             "the report).",
         )
 
+    step("row checks")
     con.execute(f"CREATE TEMP VIEW rows AS SELECT *, {day} AS day, {reason} AS reason FROM src")
 
     # Exact duplicates (customer, timestamp, amount): counted over every row; with
@@ -453,6 +466,7 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
             .astype(np.int64)
         )
 
+    step("duplicates")
     # ------------------------------------------------------------- customers
     cust = con.execute(
         """
@@ -502,6 +516,7 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
         notes=tuple(notes),
     )
 
+    step("customers")
     # ------------------------------------------------------------- dates
     keep_c = ~lost
     uids = ids_all[keep_c]
@@ -551,11 +566,13 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
     last_occ = _plain(occ["last_occ"], fill=0).astype(np.int64)
     n_hold = _plain(occ["n_hold"]).astype(np.int64)
 
+    step("occasions")
     # ------------------------------------------------------------- spend, in row order
     first_spend, repeat_spend, hold_spend = _stream_sums(
         con, uids, first_day, cal_day, merge_period, dropped, batch_rows
     )
 
+    step("spend pass")
     sel = in_summary
     frequency = n_occ[sel] - 1
     ids = uids[sel]
