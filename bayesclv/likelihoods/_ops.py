@@ -22,6 +22,10 @@ def _np_logsumexp(x, axis):
     return sps.logsumexp(x, axis=axis)
 
 
+def _np_stop_gradient(x):
+    return x
+
+
 NUMPY = SimpleNamespace(
     name="numpy",
     log=np.log,
@@ -34,6 +38,8 @@ NUMPY = SimpleNamespace(
     logsumexp=_np_logsumexp,
     where=np.where,
     maximum=np.maximum,
+    minimum=np.minimum,
+    stop_gradient=_np_stop_gradient,
     expit=sps.expit,
     asarray=np.asarray,
     expand=lambda x: np.asarray(x)[..., None],
@@ -42,6 +48,7 @@ NUMPY = SimpleNamespace(
 
 def _tensor_namespace() -> SimpleNamespace:
     import pytensor.tensor as pt
+    from pytensor.gradient import zero_grad
     from pytensor.tensor.special import betaln
 
     return SimpleNamespace(
@@ -56,6 +63,8 @@ def _tensor_namespace() -> SimpleNamespace:
         logsumexp=lambda x, axis: pt.logsumexp(x, axis=axis),
         where=pt.switch,
         maximum=pt.maximum,
+        minimum=pt.minimum,
+        stop_gradient=zero_grad,
         expit=pt.sigmoid,
         asarray=pt.as_tensor_variable,
         expand=lambda x: pt.as_tensor_variable(x)[..., None],
