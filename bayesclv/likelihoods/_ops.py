@@ -3,7 +3,9 @@
 Each log-density is written once against this small namespace, so the same formula
 serves PyMC models (PyTensor graphs, with gradients), the maximum-likelihood fits in
 ``bayesclv.classic`` and quick NumPy evaluation. The namespace is picked from the
-arguments: any PyTensor variable selects PyTensor.
+arguments: any PyTensor variable selects PyTensor. ``stop_gradient`` is the identity
+in value and has zero gradient (PyTensor's ``zero_grad``); it is for quantities that
+only choose a discretisation, such as quadrature nodes.
 """
 
 from __future__ import annotations
