@@ -277,7 +277,9 @@ def write_markdown(allres: dict) -> None:
         "written in Parquet files of 5M rows without holding the log in memory; each path",
         "summarises in a fresh process. Peak RSS = the summarising process's own",
         "`ru_maxrss` (DuckDB runs inside it). `identical` = the two summaries compared",
-        "exactly (every column bit for bit, and the cleaning report).",
+        "exactly (every column bit for bit, and the cleaning report). The machine is shared",
+        "with other jobs: wall seconds carry the 1-minute load average at the start (a quiet",
+        "2-CPU machine shows < 2); the largest size ran once.",
         "",
         "| transactions | customers | files | Parquet GB | path | wall s | peak RSS MiB "
         "| DuckDB memory_limit | identical |",

@@ -40,7 +40,7 @@ FIELDS = (
 )
 SCALARS = ("segment_names", "time_unit", "holdout_length", "calibration_end")
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=os.environ.get("CI", "").lower() == "true",

@@ -79,7 +79,7 @@ def client():
 
 @pytest.fixture(scope="module")
 def rfm():
-    return random_rfm(2_300, seed=3)
+    return random_rfm(1_500, seed=3)
 
 
 def single_machine(pp, sp, rfm, tmp_path, **kw):
@@ -92,15 +92,15 @@ def single_machine(pp, sp, rfm, tmp_path, **kw):
     ("model", "method", "partition_size"),
     [
         ("bgnbd", "expected", 300),
-        ("bgnbd", "simulate", 700),
+        ("bgnbd", "simulate", 500),
         ("pareto_nbd", "expected", None),
         ("mbgnbd", "simulate", None),
     ],
 )
 def test_identical_to_single_machine(client, rfm, tmp_path, model, method, partition_size):
     values = PNBD if model == "pareto_nbd" else BG
-    pp = make_params(model, values, n_chain=2, n_draw=40, seed=1)
-    sp = make_params("gamma_gamma", GG, n_chain=2, n_draw=40, seed=2)
+    pp = make_params(model, values, n_chain=2, n_draw=25, seed=1)
+    sp = make_params("gamma_gamma", GG, n_chain=2, n_draw=25, seed=2)
     kw = dict(method=method, chunk_size=256, random_seed=11)
     single, single_table = single_machine(pp, sp, rfm, tmp_path, **kw)
     res = score_customers_dask(
