@@ -55,8 +55,8 @@ defining integral and the 2F1 closed form) with the 12 nodes used here:
 * parameters 1e-3 and 1e3 together (extreme grid): 2e-3 (x = 0, alpha = 1e-3 against
   beta = 1, T = 5,000: a two-scale integrand over 15 units of ``v``).
 
-Convergence in the node count is fast (the realistic grid goes 3e-6, 2e-7, 7e-9 at 8,
-10, 12 nodes) but not exponential: the integrand's branch points (``tau = -alpha``,
+Convergence in the node count is fast (the realistic grid goes 1e-5, 7e-9, 3e-11 at 8,
+12, 16 nodes) but not exponential: the integrand's branch points (``tau = -alpha``,
 ``-beta``) and the map's own singularity at ``y = 0`` limit it. The previous version of
 this function (16 nodes, power-law map matched at ``t_x``) had errors of 1e-4 to 1 on the
 same grids. Cost: a gradient costs about as much as the previous 8-node version (the
