@@ -315,6 +315,15 @@ class RFMData:
 
         def numeric(col: str, dtype: Any = np.float64) -> np.ndarray:
             values = df[col]
+            if values.dtype == object:  # to_numeric reads True as 1 and drops 2j
+                odd = np.array(
+                    values.map(lambda v: isinstance(v, bool | np.bool_ | complex)), dtype=bool
+                )
+                if odd.any():
+                    raise DataValidationError(
+                        f"RFMData.from_frame: column '{col}' holds booleans or complex numbers "
+                        f"(customers {describe_rows(ids[odd])}). Convert it to real numbers."
+                    )
             if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
                 parsed = pd.to_numeric(values, errors="coerce")
                 bad = parsed.isna().to_numpy() & values.notna().to_numpy()
