@@ -404,6 +404,37 @@ def escape_formulas(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Control characters that the xlsx format cannot store (as openpyxl's
+#: ILLEGAL_CHARACTERS_RE): writing one fails deep inside openpyxl.
+_XLSX_ILLEGAL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+
+def _check_excel_text(table: pd.DataFrame) -> None:
+    """Refuse text an xlsx file cannot hold, naming the column and rows (never altered:
+    a changed customer id would no longer match its customer)."""
+    from bayesclv.errors import DataValidationError, describe_rows
+
+    for col in table.columns:
+        s = table[col]
+        if not (
+            s.dtype == object
+            or pd.api.types.is_string_dtype(s)
+            or isinstance(s.dtype, pd.CategoricalDtype)
+        ):
+            continue
+        bad = np.array(s.astype(object).map(lambda v: isinstance(v, str)), dtype=bool)
+        if bad.any():
+            text = s[bad].astype(str)
+            hit = text.str.contains(_XLSX_ILLEGAL, regex=True).to_numpy(dtype=bool)
+            bad[bad] = hit
+        if bad.any():
+            raise DataValidationError(
+                f"column '{col}': {int(bad.sum())} cells hold control characters that an .xlsx "
+                f"file cannot store (rows {describe_rows(np.flatnonzero(bad))}). Export to "
+                f".csv or .parquet, or clean the text first."
+            )
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -496,9 +527,21 @@ def export(
         atomic_write(path, write)
     elif fmt == "csv":
         safe = escape_formulas(table)
-        atomic_write(_sidecar(path), lambda tmp: tmp.write_text(meta_json, encoding="utf-8"))
-        atomic_write(path, lambda tmp: safe.to_csv(tmp, index=False))
+        # The table is written first, to a temporary file; the sidecar is renamed into
+        # place just before the table. An interruption while the table is written (the
+        # long part) leaves the previous pair untouched; only a kill between the two
+        # renames (microseconds) could pair a new sidecar with the old table.
+        sidecar = _sidecar(path)
+
+        def write_both(tmp: Path) -> None:
+            # CRLF (RFC 4180) line ends: then a cell holding a lone "\r" is quoted too;
+            # with "\n" line ends it is not, and every reader splits the row there.
+            safe.to_csv(tmp, index=False, lineterminator="\r\n")
+            atomic_write(sidecar, lambda t: t.write_text(meta_json, encoding="utf-8"))
+
+        atomic_write(path, write_both)
     else:
+        _check_excel_text(table)
         safe = escape_formulas(table)
         meta_rows = pd.DataFrame(
             {
@@ -506,6 +549,7 @@ def export(
                 "value": [v if isinstance(v, str) else json.dumps(v) for v in meta.values()],
             }
         )
+        _check_excel_text(meta_rows)
         meta_rows = escape_formulas(meta_rows)
 
         def write(tmp: Path) -> None:
