@@ -23,6 +23,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -474,12 +475,53 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.stem + ".metadata.json")
 
 
+def _verdict_of(value: Any) -> Any:
+    """A verdict string from a ConvergenceReport, a verdict, or a mapping of them."""
+    if isinstance(value, Mapping):
+        return {str(k): _verdict_of(v) for k, v in value.items()}
+    return getattr(value, "verdict", value)
+
+
+def _flat_verdicts(value: Any) -> list:
+    if isinstance(value, Mapping):
+        return [v for item in value.values() for v in _flat_verdicts(item)]
+    return [value]
+
+
+def _check_convergence(meta: dict, convergence: Any) -> None:
+    """Record the convergence verdict(s) in ``meta``; warn when a fit failed its checks."""
+    if convergence is not None:
+        meta["convergence_verdict"] = _verdict_of(convergence)
+    if "convergence_verdict" not in meta:
+        return
+    verdicts = _flat_verdicts(meta["convergence_verdict"])
+    failed = any(v == "fail" for v in verdicts)
+    meta["convergence_failed"] = failed
+    if failed or any(v == "warning" for v in verdicts):
+        from bayesclv.diagnostics import ConvergenceWarning
+
+        warnings.warn(
+            f"exporting CLV from a fit whose convergence verdict is "
+            f"{meta['convergence_verdict']}: "
+            + (
+                "it FAILED its checks, the intervals should not be used. "
+                if failed
+                else "some checks gave warnings. "
+            )
+            + "The verdict is written into the file's metadata; see "
+            "bayesclv.diagnostics.convergence_report for what to do.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+
+
 def export(
     table: pd.DataFrame,
     path: str | os.PathLike,
     *,
     metadata: Mapping[str, Any],
     format: str | None = None,
+    convergence: Any = None,
 ) -> Path:
     """Write a table with its run metadata, atomically.
 
@@ -494,6 +536,12 @@ def export(
         version... Stored as JSON (non-JSON values as ``str``).
     format : {"csv", "parquet", "xlsx"}, optional
         Default: from the suffix of ``path``.
+    convergence : ConvergenceReport, str or mapping of them, optional
+        The fit(s) behind the table (e.g. ``{"purchase": report, "spend": report}``);
+        their verdicts are stored as ``metadata["convergence_verdict"]`` (a verdict may
+        also be given there directly). If any is ``"fail"`` or ``"warning"`` a
+        :class:`~bayesclv.diagnostics.ConvergenceWarning` is issued, and
+        ``metadata["convergence_failed"]`` records whether any fit failed.
 
     Returns
     -------
@@ -511,7 +559,9 @@ def export(
         )
     if not path.parent.is_dir():
         raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist.")
-    meta = _jsonable(dict(metadata))
+    meta = dict(metadata)
+    _check_convergence(meta, convergence)
+    meta = _jsonable(meta)
     meta_json = json.dumps(meta, indent=2, sort_keys=True)
 
     if fmt == "parquet":
