@@ -60,13 +60,21 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     from bayesclv import models
     from bayesclv.diagnostics import convergence_report
     from bayesclv.fit import fit, save_fit
+    from bayesclv.summary import atomic_write
 
     builders = {
         "bgnbd": models.build_bgnbd,
         "mbgnbd": models.build_mbgnbd,
         "pareto_nbd": models.build_pareto_nbd,
     }
+    import uuid
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    # settings.json is the completeness marker: removed first, written last, with the id
+    # of this run, which every fit file carries too. A fit interrupted half-way (or a
+    # folder mixing files of two runs) is then refused by 'score' instead of scored.
+    (out_dir / "settings.json").unlink(missing_ok=True)
+    run_id = uuid.uuid4().hex
     reports = {}
     fits = {}
     roles = (("purchase", builders[settings.model]), ("spend", models.build_gamma_gamma))
@@ -87,20 +95,28 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
         )
         report = convergence_report(idata)
         idata.attrs["convergence"] = json.dumps(report.to_dict(), default=str)
+        idata.attrs["run_id"] = run_id
         _log(f"{name}: {time.perf_counter() - t0:.1f} s; convergence: {report.verdict}")
         save_fit(idata, out_dir / f"{role}_fit.nc")
         reports[role] = report
         fits[role] = idata
     rfm.to_frame().reset_index().to_parquet(out_dir / "customers.parquet")
-    (out_dir / "settings.json").write_text(
-        json.dumps({**settings.__dict__, "time_unit": rfm.time_unit}, indent=2)
-    )
     verdicts = {role: r.verdict for role, r in reports.items()}
     (out_dir / "diagnostics.txt").write_text(
         "\n\n".join(f"== {role} model ==\n{r}" for role, r in reports.items()) + "\n"
     )
     (out_dir / "diagnostics.json").write_text(
         json.dumps({role: r.to_dict() for role, r in reports.items()}, indent=2, default=str)
+    )
+    settings_json = {
+        **settings.__dict__,
+        "time_unit": rfm.time_unit,
+        "run_id": run_id,
+        "n_customers": rfm.n_customers,
+    }
+    atomic_write(
+        out_dir / "settings.json",
+        lambda tmp: tmp.write_text(json.dumps(settings_json, indent=2)),
     )
     failed = [role for role, v in verdicts.items() if v == "fail"]
     if failed and not allow_bad_fit:
@@ -121,10 +137,40 @@ def _load_fit_dir(fit_dir: Path):
         raise SavedModelError(
             f"{fit_dir} has no purchase_fit.nc: run 'bayesclv fit ... --out {fit_dir}' first."
         )
+    if not (fit_dir / "settings.json").exists():
+        raise SavedModelError(
+            f"{fit_dir} has no settings.json: the fit that wrote this folder did not finish "
+            f"(interrupted?). Run 'bayesclv fit ... --out {fit_dir}' again."
+        )
+    try:
+        settings = json.loads((fit_dir / "settings.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SavedModelError(f"{fit_dir / 'settings.json'} is unreadable ({exc}); refit.") from exc
     purchase = load_fit(fit_dir / "purchase_fit.nc")
     spend = load_fit(fit_dir / "spend_fit.nc", expect_model="gamma_gamma")
-    df = pd.read_parquet(fit_dir / "customers.parquet")
-    settings = json.loads((fit_dir / "settings.json").read_text())
+    if purchase.attrs.get("model") == "gamma_gamma":
+        raise SavedModelError(
+            f"{fit_dir / 'purchase_fit.nc'} holds a gamma_gamma (spend) fit, not a purchase "
+            f"model; the fit folder's files were swapped or mixed. Refit."
+        )
+    ids = {settings.get("run_id"), purchase.attrs.get("run_id"), spend.attrs.get("run_id")}
+    if len(ids) != 1:
+        raise SavedModelError(
+            f"{fit_dir}: purchase_fit.nc, spend_fit.nc and settings.json come from different "
+            f"runs of 'bayesclv fit' (run ids {sorted(str(i) for i in ids)}); refit into an "
+            f"empty folder."
+        )
+    try:
+        df = pd.read_parquet(fit_dir / "customers.parquet")
+    except Exception as exc:  # pyarrow raises several types on a bad file
+        raise SavedModelError(
+            f"{fit_dir / 'customers.parquet'} is missing or unreadable ({exc}); refit."
+        ) from exc
+    if "n_customers" in settings and len(df) != settings["n_customers"]:
+        raise SavedModelError(
+            f"{fit_dir / 'customers.parquet'} has {len(df)} customers, the fit "
+            f"{settings['n_customers']}; refit."
+        )
     rfm = RFMData.from_frame(
         df.astype({"segment": str}),
         customer_id="customer_id",
@@ -213,10 +259,10 @@ def score_and_export(
         "convergence_verdict": verdict,
         "n_customers": rfm.n_customers,
     }
-    path = export(scores.table, out, metadata=metadata)
+    path = export(scores.table, out, metadata=metadata, convergence=verdict)
     totals = totals_table(scores.totals, prob, kind)
     totals_out = out.with_name(out.stem + "_segments" + out.suffix)
-    totals_path = export(totals, totals_out, metadata=metadata)
+    totals_path = export(totals, totals_out, metadata=metadata, convergence=verdict)
     _log(f"wrote {path} ({len(scores.table):,} customers) and {totals_path}")
     return {"table": scores.table, "totals": totals, "scores": scores, "path": path}
 
@@ -236,6 +282,7 @@ def _rfm_from_args(args) -> Any:
         negative_amounts=args.negative_amounts,
         zero_amounts=args.zero_amounts,
         duplicates=args.duplicates,
+        encoding=args.encoding,
     )
     report = rfm.meta.get("cleaning_report")
     if report is not None:
@@ -416,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--negative-amounts", choices=["error", "drop"], default="error")
     fitp.add_argument("--zero-amounts", choices=["keep", "drop"], default="keep")
     fitp.add_argument("--duplicates", choices=["keep", "drop"], default="keep")
+    fitp.add_argument("--encoding", default="utf-8",
+                      help="text encoding of a CSV log (default utf-8), e.g. latin-1, cp1252")
     fitp.add_argument("--out", required=True, help="folder for the fitted models")
     _add_fit_options(fitp)
 
@@ -425,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True,
                        help="output file: .csv, .parquet or .xlsx (segment totals go beside it)")
     score.add_argument("--seed", type=int, default=2024)
+    score.add_argument("--allow-bad-fit", action="store_true",
+                       help="score even if a fit failed its convergence checks (the verdict "
+                            "is written into the output's metadata)")
     _add_score_options(score)
     return parser
 
@@ -447,6 +499,20 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         if out.suffix.lower() not in (".csv", ".parquet", ".xlsx"):
             raise BayesCLVError(f"--out {out}: use a .csv, .parquet or .xlsx file name.")
+        failed = [
+            role
+            for role, idata in (("purchase", purchase), ("spend", spend))
+            if json.loads(idata.attrs.get("convergence", "{}")).get("verdict") == "fail"
+        ]
+        if failed and not args.allow_bad_fit:
+            print(
+                f"bayesclv: error: the {' and '.join(failed)} fit in {args.fit_dir} failed its "
+                f"convergence checks (see {Path(args.fit_dir) / 'diagnostics.txt'}); its CLV "
+                f"intervals should not be used. Refit (more tuning/draws), or pass "
+                f"--allow-bad-fit to score anyway (the verdict goes into the metadata).",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_FIT
         score_and_export(
             purchase, spend, rfm, out,
             horizon=args.horizon, discount_rate=args.discount_rate,
