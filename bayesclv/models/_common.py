@@ -18,14 +18,8 @@ from bayesclv.priors import NormalPrior
 POOLINGS = ("complete", "partial", "none")
 PARAMETERIZATIONS = ("auto", "centered", "noncentered")
 
-#: Under ``parameterization="auto"`` a segment with at least this many customers gets a
-#: centred parameterisation, smaller ones non-centred (each segment chooses for itself).
-#: Centred suits segments whose data pin their parameters down *and* differ clearly from
-#: each other; non-centred suits small segments and segments that are alike (between-
-#: segment sd near 0), which is common (Betancourt & Girolami 2015). Measured on CDNOW's
-#: three acquisition months (~800 customers each, very alike), nutpie, 2 x 500 draws,
-#: chains started at the MAP: non-centred 4 divergences, min ESS 227; centred 44
-#: divergences, min ESS 81. Hence the default ``"noncentered"`` and a high threshold here.
+#: Kept for backward compatibility; ``parameterization="auto"`` no longer uses a size
+#: threshold (see :func:`segment_information` and :func:`unconstrained_params`).
 CENTERED_MIN_CUSTOMERS = 50_000
 
 
@@ -44,6 +38,7 @@ class ModelSpec:
     n_rows: int  # rows after compressing identical customers
     segment_sizes: tuple[int, ...]
     centered: tuple[bool, ...] = ()
+    parameterization: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -99,9 +94,59 @@ def compress_rows(columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.n
 def centered_mask(sizes: np.ndarray, parameterization: str) -> np.ndarray:
     if parameterization == "centered":
         return np.ones(len(sizes), dtype=bool)
-    if parameterization == "noncentered":
-        return np.zeros(len(sizes), dtype=bool)
-    return np.asarray(sizes) >= CENTERED_MIN_CUSTOMERS
+    return np.zeros(len(sizes), dtype=bool)
+
+
+def segment_information(
+    log_posterior: Callable[[np.ndarray, int], float],
+    n_params: int,
+    n_segments: int,
+    prior_sd: np.ndarray,
+    start: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each segment's data put its parameters, and how tightly: ``(center, scale)``.
+
+    For each segment, the mode of its own (unpooled) log posterior on the unconstrained
+    scale and the marginal standard deviations of the Laplace approximation there (the
+    inverse of a finite-difference Hessian), each of shape ``(n_segments, n_params)``.
+    Used only to choose the geometry of partial pooling (``parameterization="auto"``);
+    the model's density does not depend on them, so a rough answer only costs speed.
+    Where the optimisation or the Hessian fails, the prior's mean and sd are returned.
+    """
+    from scipy.optimize import minimize
+
+    center = np.tile(np.asarray(start, dtype=np.float64), (n_segments, 1))
+    scale = np.tile(np.asarray(prior_sd, dtype=np.float64), (n_segments, 1))
+    h = 1e-3
+    eye = np.eye(n_params) * h
+    for k in range(n_segments):
+
+        def neg(theta, k=k):
+            value = -log_posterior(np.asarray(theta, dtype=np.float64), k)
+            return value if np.isfinite(value) else 1e300
+
+        res = minimize(neg, center[k], method="L-BFGS-B")
+        if not np.isfinite(res.fun) or res.fun >= 1e300:
+            continue
+        x = res.x
+        hess = np.empty((n_params, n_params))
+        for i in range(n_params):
+            for j in range(i, n_params):
+                hess[i, j] = hess[j, i] = (
+                    neg(x + eye[i] + eye[j])
+                    - neg(x + eye[i] - eye[j])
+                    - neg(x - eye[i] + eye[j])
+                    + neg(x - eye[i] - eye[j])
+                ) / (4 * h * h)
+        try:
+            cov = np.linalg.inv(hess)
+            sd = np.sqrt(np.diag(cov))
+        except np.linalg.LinAlgError:
+            continue
+        if np.all(np.isfinite(sd)) and np.all(sd > 0):
+            center[k] = x
+            scale[k] = np.minimum(sd, prior_sd)
+    return center, scale
 
 
 def unconstrained_params(
@@ -111,6 +156,7 @@ def unconstrained_params(
     n_segments: int,
     segment_sigma: float,
     centered: np.ndarray,
+    information: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, pt.TensorVariable]:
     """Create the free random variables; return each unconstrained parameter per segment.
 
@@ -122,6 +168,18 @@ def unconstrained_params(
     - partial: ``mu ~ spec prior``, ``sigma ~ HalfNormal(segment_sigma)``; segments with
       ``centered`` true draw ``theta_s ~ Normal(mu, sigma)``, the others
       ``theta_s = mu + sigma * z_s`` with ``z_s ~ Normal(0, 1)``.
+    - partial with ``information = (center, scale)`` (``parameterization="auto"``): the
+      same model, sampled in coordinates that adapt to how much each segment's data say.
+      With ``c, s`` the segment's own mode and sd (:func:`segment_information`) and
+      ``rho = sigma / s``, ``theta_s = m + z_s sigma / sqrt(1 + rho^2)`` where
+      ``m = (mu + c rho^2) / (1 + rho^2)`` is the conditional posterior mean of a normal
+      approximation, and ``z_s ~ Normal((mu - c) rho / (s sqrt(1 + rho^2)), sqrt(1 + rho^2))``
+      is exactly the law that makes ``theta_s ~ Normal(mu, sigma)``. When the data say
+      little (``rho`` small) this is the non-centred form; when they pin the segment down
+      (``rho`` large) it is centred on the data, ``theta_s ~ c + s z_s``; in between the
+      posterior of ``z_s`` stays about standard normal whatever ``sigma`` is, which removes
+      both the funnel of the centred form and the ridge of the non-centred one
+      (partial non-centring; Papaspiliopoulos, Roberts & Skold 2007).
     """
     out: dict[str, pt.TensorVariable] = {}
     ones = pt.ones((n_segments,))
@@ -132,6 +190,28 @@ def unconstrained_params(
         elif pooling == "none":
             out[name] = pm.Normal(name, prior.mu, prior.sigma, dims="segment")
         else:
+            if information is not None:
+                sigma = pm.HalfNormal(f"{name}_sigma", segment_sigma)
+                j = list(priors_by_name).index(name)
+                c = pt.as_tensor_variable(information[0][:, j])
+                sd = pt.as_tensor_variable(information[1][:, j])
+                # mu given sigma, with each segment's data summarised as c_s ~ N(mu,
+                # sigma^2 + sd_s^2): precision `prec`, mean `centre`; nu is mu in units
+                # of that sd, with the exact law that gives mu ~ Normal(prior).
+                w = 1.0 / (sigma**2 + sd**2)
+                prec = pt.sum(w) + 1.0 / prior.sigma**2
+                centre = (pt.sum(w * c) + prior.mu / prior.sigma**2) / prec
+                root_prec = pt.sqrt(prec)
+                nu = pm.Normal(
+                    f"{name}_nu", (prior.mu - centre) * root_prec, prior.sigma * root_prec
+                )
+                mu = pm.Deterministic(f"{name}_mu", centre + nu / root_prec)
+                rho = sigma / sd
+                root = pt.sqrt(1.0 + rho**2)
+                z = pm.Normal(f"{name}_z", (mu - c) * rho / (sd * root), root, shape=n_segments)
+                theta = (mu + c * rho**2) / (1.0 + rho**2) + z * sigma / root
+                out[name] = pm.Deterministic(name, theta, dims="segment")
+                continue
             mu = pm.Normal(f"{name}_mu", prior.mu, prior.sigma)
             sigma = pm.HalfNormal(f"{name}_sigma", segment_sigma)
             idx_c = np.flatnonzero(centered)

@@ -29,6 +29,7 @@ from bayesclv.models._common import (
     compress_rows,
     natural_params,
     register_spec,
+    segment_information,
     segment_view,
     unconstrained_params,
 )
@@ -79,18 +80,26 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
         sizes = np.bincount(seg, minlength=rfm.n_segments)
     rows, weights = compress_rows(cols)
     seg_idx = rows[0].astype(np.int64)
-    centered = centered_mask(sizes, parameterization) if pooling == "partial" else np.zeros(
-        rfm.n_segments, dtype=bool
+    centered = (
+        centered_mask(sizes, parameterization)
+        if pooling == "partial"
+        else np.zeros(rfm.n_segments, dtype=bool)
     )
+
+    prior_by_name = {name: getattr(priors, name) for name in UNCONSTRAINED[kind]}
+    information = None
+    if pooling == "partial" and parameterization == "auto":
+        information = _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm)
 
     coords = {"segment": list(rfm.segment_names)}
     with pm.Model(coords=coords) as model:
         thetas = unconstrained_params(
-            {name: getattr(priors, name) for name in UNCONSTRAINED[kind]},
+            prior_by_name,
             pooling=pooling,
             n_segments=rfm.n_segments,
             segment_sigma=priors.segment_sigma,
             centered=centered,
+            information=information,
         )
         params = natural_params(TRANSFORMS[kind], thetas, NATURAL[kind])
         per_row = segment_view(params, seg_idx, rfm.n_segments)
@@ -116,6 +125,7 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
             n_rows=int(len(weights)),
             segment_sizes=tuple(int(s) for s in sizes),
             centered=tuple(bool(c) for c in centered),
+            parameterization=parameterization if pooling == "partial" else "",
             extra={
                 "priors": asdict(priors),
                 # Gamma-Gamma: repeat buyers whose repeat purchases were all free (zbar = 0)
@@ -125,6 +135,30 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
         ),
     )
     return model
+
+
+def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm):
+    """Each segment's own posterior mode and sd (NumPy likelihood + its prior)."""
+    from scipy.stats import norm
+
+    names = list(prior_by_name)
+    prior_mu = np.array([prior_by_name[n].mu for n in names])
+    prior_sd = np.array([prior_by_name[n].sigma for n in names])
+    data = rows[1:]
+    logp = gamma_gamma_logp if kind == "gamma_gamma" else _LOGP[kind]
+    masks = [seg_idx == k for k in range(rfm.n_segments)]
+
+    def log_posterior(theta, k):
+        keep = np.ones_like(weights, dtype=bool) if k < 0 else masks[k]
+        nat = TRANSFORMS[kind](**dict(zip(names, theta, strict=True)))
+        with np.errstate(all="ignore"):
+            ll = logp(*(nat[n] for n in NATURAL[kind]), *(d[keep] for d in data))
+        return float(np.sum(weights[keep] * ll) + norm.logpdf(theta, prior_mu, prior_sd).sum())
+
+    pooled, _ = segment_information(
+        lambda theta, _k: log_posterior(theta, -1), len(names), 1, prior_sd, prior_mu
+    )
+    return segment_information(log_posterior, len(names), rfm.n_segments, prior_sd, pooled[0])
 
 
 _COMMON_DOC = """
@@ -138,10 +172,15 @@ _COMMON_DOC = """
         ``"complete"``: one set of parameters for all customers. ``"partial"``: each
         segment's parameters are drawn from a population distribution with its own
         hyperpriors (recommended with segments). ``"none"``: segments fitted independently.
-    parameterization : {{"noncentered", "centered", "auto"}}
-        Geometry of partial pooling. ``"noncentered"`` (default) suits small segments and
-        alike segments; ``"centered"`` suits large segments that differ clearly; ``"auto"``
-        chooses per segment: centred from ``CENTERED_MIN_CUSTOMERS`` customers up.
+    parameterization : {{"auto", "noncentered", "centered"}}
+        Geometry of partial pooling (the model is the same; only the coordinates NUTS
+        moves in differ). ``"auto"`` (default): each segment's parameters are sampled in
+        coordinates scaled by how much its own data say (its unpooled posterior mode and
+        sd, found once by a quick optimisation when the model is built): non-centred for
+        segments whose data say little, centred on the data for large ones, and a smooth
+        blend in between (see :func:`bayesclv.models._common.unconstrained_params`).
+        ``"noncentered"`` suits small and alike segments; ``"centered"`` large segments
+        that differ clearly.
 
     Returns
     -------
@@ -156,7 +195,7 @@ def build_bgnbd(
     priors: BGNBDPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "noncentered",
+    parameterization: str = "auto",
 ) -> pm.Model:
     """BG/NBD model of purchase frequency and dropout (Fader, Hardie & Lee 2005).
 
@@ -183,7 +222,7 @@ def build_mbgnbd(
     priors: BGNBDPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "noncentered",
+    parameterization: str = "auto",
 ) -> pm.Model:
     """Modified BG/NBD (Batislam, Denizel & Filiztekin 2007).
 
@@ -200,7 +239,7 @@ def build_pareto_nbd(
     priors: ParetoNBDPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "noncentered",
+    parameterization: str = "auto",
 ) -> pm.Model:
     """Pareto/NBD model (Schmittlein, Morrison & Colombo 1987).
 
@@ -218,7 +257,7 @@ def build_gamma_gamma(
     priors: GammaGammaPriors | None = None,
     pooling: str = "partial",
     *,
-    parameterization: str = "noncentered",
+    parameterization: str = "auto",
 ) -> pm.Model:
     """Gamma-Gamma model of spend per purchase (Fader, Hardie & Lee 2005; Colombo & Jiang 1999).
 
