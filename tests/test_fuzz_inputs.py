@@ -46,6 +46,8 @@ SETTINGS = settings(
 FEW = settings(SETTINGS, max_examples=12 if CI else 100)
 KW = {"customer_col": "cid", "date_col": "ts", "amount_col": "value"}
 START = pd.Timestamp("2023-03-01")
+# local times that a clock change skips or repeats: shifted, as a real clock shows them
+DST = {"nonexistent": "shift_forward", "ambiguous": True}
 ZONES = ["UTC", "Asia/Tokyo", "America/New_York", "Europe/Paris", "Australia/Adelaide"]
 
 ID_STYLES = ["int", "int_object", "big_int", "unicode", "long", "category", "pd_string", "float"]
@@ -90,11 +92,11 @@ def _dates(draw, style: str, offsets_days: list[float]) -> pd.Series:
     if style == "dt64_s":
         return naive.astype("datetime64[s]")
     if style == "tz_one":
-        return naive.dt.tz_localize(draw(st.sampled_from(ZONES)))
+        return naive.dt.tz_localize(draw(st.sampled_from(ZONES)), **DST)
     if style == "tz_objects":  # each row in its own zone: an object column
         zones = draw(st.lists(st.sampled_from(ZONES), min_size=len(naive), max_size=len(naive)))
         return pd.Series(
-            [ts.tz_localize(z) for ts, z in zip(naive, zones, strict=True)], dtype=object
+            [ts.tz_localize(z, **DST) for ts, z in zip(naive, zones, strict=True)], dtype=object
         )
     if style == "iso_text":
         return naive.dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
@@ -286,8 +288,10 @@ def test_csv_in_any_encoding_and_parquet_give_the_same_summary_as_the_frame(
     ref = rfm_summary(df, **KW)
     folder = tmp_path_factory.mktemp("logs")
     csv_path = folder / "log.csv"
-    # floats written with repr: the file holds the exact values
-    df.to_csv(csv_path, index=False, encoding=encoding, float_format=None)
+    # floats written with repr: the file holds the exact values; CRLF line ends so that
+    # an id holding a lone "\r" is quoted (with "\n" pandas leaves it bare and every
+    # reader, ours included, sees a broken row: a clear error, but not this test's point)
+    df.to_csv(csv_path, index=False, encoding=encoding, lineterminator="\r\n")
     pq_path = folder / "log.parquet"
     df.to_parquet(pq_path)
     for path, enc in ((csv_path, encoding), (pq_path, "utf-8")):
@@ -367,10 +371,10 @@ def test_rfm_from_frame_accepts_valid_tables_and_refuses_bad_values(
         return
     # every (column, corruption) pair drawn here is invalid whatever the row
     if column == "cid":
-        assume(
-            corruption in ("missing", "nan", "bool", "complex")
-            or (corruption == "text" and id_style == "int")
-        )  # else: a valid id
+        # a missing id is always wrong; a bool, complex or (among integers) text id is
+        # wrong as a mix of types, which needs a second customer
+        mix = corruption in ("bool", "complex") or (corruption == "text" and id_style == "int")
+        assume(corruption in ("missing", "nan") or (mix and n > 1))
     else:
         assume(corruption not in ("huge", "fraction") or column == "frequency")
     row = data.draw(st.integers(0, n - 1))
