@@ -18,6 +18,32 @@ from __future__ import annotations
 from bayesclv.likelihoods._ops import ops_for
 
 
+def _segment_part(r, alpha, a, b):
+    """Terms of the BG/NBD and MBG/NBD log-likelihoods that depend on parameters only."""
+    m = ops_for(r, alpha, a, b)
+    return r * m.log(alpha) - m.gammaln(r) - m.betaln(a, b)
+
+
+def _frequency_part(r, a, b, x, *, modified=False):
+    """Terms that depend on the parameters and ``x`` only, and the log of the Beta ratio
+    (``a / (b+x-1)``, or ``a / (b+x)`` for MBG/NBD) that weighs the "dropped at t_x" term."""
+    m = ops_for(r, a, b, x)
+    if modified:
+        return m.gammaln(r + x) + m.betaln(a, b + x + 1.0), m.log(a) - m.log(b + x)
+    b_safe = m.where(x > 0, b + x - 1.0, 1.0)
+    return m.gammaln(r + x) + m.betaln(a, b + x), m.log(a) - m.log(b_safe)
+
+
+def _timing_part(r, alpha, x, t_x, T, log_ratio, *, modified=False):
+    """Terms that need each customer's recency and age."""
+    m = ops_for(r, alpha, x, t_x, T, log_ratio)
+    rx = r + x
+    log_alpha_T = m.log(alpha + T)
+    z = log_ratio + rx * (log_alpha_T - m.log(alpha + t_x))
+    dropped = m.softplus(z) if modified else m.where(x > 0, m.softplus(z), 0.0)
+    return dropped - rx * log_alpha_T
+
+
 def bgnbd_logp(r, alpha, a, b, x, t_x, T):
     """Per-customer BG/NBD log-likelihood, FHL (2005) eq. (6).
 
@@ -27,7 +53,9 @@ def bgnbd_logp(r, alpha, a, b, x, t_x, T):
     The bracket is evaluated as ``(alpha+T)^-(r+x) * (1 + exp(z))`` with ``softplus``
     so neither term under- or overflows for large ``x`` or ``T``; for ``x = 0`` the
     second term is masked (multiplied by 0) after being computed on safe values, which
-    keeps gradients finite.
+    keeps gradients finite. The terms are grouped by what they depend on (parameters,
+    ``x``, each customer) so that :func:`bayesclv.likelihoods.grouped_loglik` can compute
+    each group once per segment or per distinct ``(segment, x)``.
 
     Parameters
     ----------
@@ -35,21 +63,8 @@ def bgnbd_logp(r, alpha, a, b, x, t_x, T):
     a, b : Beta distribution of the dropout probability after each purchase (> 0).
     x, t_x, T : frequency (repeat purchases), recency and age, in one time unit.
     """
-    m = ops_for(r, alpha, a, b, x, t_x, T)
-    rx = r + x
-    has_repeat = x > 0
-    b_safe = m.where(has_repeat, b + x - 1.0, 1.0)
-    log_alpha_T = m.log(alpha + T)
-    z = m.log(a) - m.log(b_safe) + rx * (log_alpha_T - m.log(alpha + t_x))
-    return (
-        m.gammaln(rx)
-        - m.gammaln(r)
-        + r * m.log(alpha)
-        + m.betaln(a, b + x)
-        - m.betaln(a, b)
-        - rx * log_alpha_T
-        + m.where(has_repeat, m.softplus(z), 0.0)
-    )
+    freq, log_ratio = _frequency_part(r, a, b, x)
+    return _segment_part(r, alpha, a, b) + freq + _timing_part(r, alpha, x, t_x, T, log_ratio)
 
 
 def mbgnbd_logp(r, alpha, a, b, x, t_x, T):
@@ -59,16 +74,9 @@ def mbgnbd_logp(r, alpha, a, b, x, t_x, T):
           + B(a+1, b+x)/B(a, b) (alpha+t_x)^-(r+x)]``; the ratio of the two Beta
     functions is ``a / (b + x)``, and the sum is evaluated with ``softplus``.
     """
-    m = ops_for(r, alpha, a, b, x, t_x, T)
-    rx = r + x
-    log_alpha_T = m.log(alpha + T)
-    z = m.log(a) - m.log(b + x) + rx * (log_alpha_T - m.log(alpha + t_x))
+    freq, log_ratio = _frequency_part(r, a, b, x, modified=True)
     return (
-        m.gammaln(rx)
-        - m.gammaln(r)
-        + r * m.log(alpha)
-        + m.betaln(a, b + x + 1.0)
-        - m.betaln(a, b)
-        - rx * log_alpha_T
-        + m.softplus(z)
+        _segment_part(r, alpha, a, b)
+        + freq
+        + _timing_part(r, alpha, x, t_x, T, log_ratio, modified=True)
     )

@@ -22,14 +22,21 @@ def gamma_gamma_logp(p, q, v, x, zbar):
     Only defined for customers with at least one repeat purchase (``x >= 1``,
     ``zbar > 0``); callers select those customers.
     """
+    return _segment_part(q, v) + _frequency_part(p, q, x) + _spend_part(p, q, v, x, zbar)
+
+
+def _segment_part(q, v):
+    m = ops_for(q, v)
+    return q * m.log(v) - m.gammaln(q)
+
+
+def _frequency_part(p, q, x):
+    m = ops_for(p, q, x)
+    px = p * x
+    return m.gammaln(px + q) - m.gammaln(px) + m.log(x)
+
+
+def _spend_part(p, q, v, x, zbar):
     m = ops_for(p, q, v, x, zbar)
     px = p * x
-    return (
-        m.gammaln(px + q)
-        - m.gammaln(px)
-        - m.gammaln(q)
-        + q * m.log(v)
-        + (px - 1.0) * m.log(x * zbar)
-        + m.log(x)
-        - (px + q) * m.log(v + x * zbar)
-    )
+    return (px - 1.0) * m.log(x * zbar) - (px + q) * m.log(v + x * zbar)

@@ -17,11 +17,11 @@ from dataclasses import asdict
 
 import numpy as np
 import pymc as pm
-import pytensor.tensor as pt
 
 from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
 from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, mbgnbd_logp, pareto_nbd_logp
+from bayesclv.likelihoods.grouped import grouped_loglik, make_groups
 from bayesclv.models._common import (
     ModelSpec,
     centered_mask,
@@ -30,7 +30,6 @@ from bayesclv.models._common import (
     natural_params,
     register_spec,
     segment_information,
-    segment_view,
     unconstrained_params,
 )
 from bayesclv.priors import BGNBDPriors, GammaGammaPriors, ParetoNBDPriors
@@ -102,14 +101,9 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
             information=information,
         )
         params = natural_params(TRANSFORMS[kind], thetas, NATURAL[kind])
-        per_row = segment_view(params, seg_idx, rfm.n_segments)
-        if kind == "gamma_gamma":
-            x, zbar = rows[1], rows[2]
-            loglike = gamma_gamma_logp(per_row["p"], per_row["q"], per_row["v"], x, zbar)
-        else:
-            x, t_x, T = rows[1], rows[2], rows[3]
-            loglike = _LOGP[kind](*(per_row[n] for n in NATURAL[kind]), x, t_x, T)
-        pm.Potential("loglike", pt.sum(pt.as_tensor_variable(weights) * loglike))
+        groups = make_groups(seg_idx, rows[1:], weights, rfm.n_segments)
+        loglike = grouped_loglik(kind, params, groups)
+        pm.Potential("loglike", loglike)
 
     register_spec(
         model,

@@ -1,0 +1,95 @@
+"""Summed log-likelihood of many customers, each term computed once where it can be.
+
+A model's log-likelihood is a sum over customers, but most of each customer's terms do
+not depend on the customer: some depend only on the segment's parameters (e.g.
+``log Gamma(r)``), some on the parameters and the frequency ``x`` (e.g.
+``log Gamma(r + x)``, ``log B(a, b + x)``). :func:`grouped_loglik` evaluates each group of
+terms once per segment, once per distinct ``(segment, x)``, and only the rest per
+distinct customer row, then weights each by how many customers share it. The terms are
+the very functions the per-customer log-densities are made of (one implementation per
+formula); the per-customer functions remain the reference, and tests check that the two
+sums agree.
+
+Measured on the CDNOW master (23,570 customers, 8,685 distinct rows, 3 segments),
+BG/NBD log-likelihood and gradient: see ``benchmarks/bench_fit_speed.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayesclv.likelihoods import bgnbd as _bg
+from bayesclv.likelihoods import gamma_gamma as _gg
+from bayesclv.likelihoods._ops import ops_for
+from bayesclv.likelihoods.pareto_nbd import pareto_nbd_logp
+
+__all__ = ["Groups", "make_groups", "grouped_loglik"]
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Distinct customer rows and how they group by segment and by ``(segment, x)``."""
+
+    n_segments: int
+    seg: np.ndarray  # (rows,) segment index of each distinct row
+    data: tuple[np.ndarray, ...]  # (x, t_x, T) or (x, zbar), per distinct row
+    weight: np.ndarray  # (rows,) customers sharing each row
+    fx: np.ndarray  # (rows,) index of the row's (segment, x) pair
+    fx_seg: np.ndarray  # (pairs,) segment of each distinct (segment, x)
+    fx_x: np.ndarray  # (pairs,) x of each distinct (segment, x)
+    fx_weight: np.ndarray  # (pairs,) customers per pair
+    seg_weight: np.ndarray  # (n_segments,) customers per segment
+
+
+def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> Groups:
+    """Group distinct rows (already compressed, with ``weight`` customers each)."""
+    seg = np.asarray(seg, dtype=np.int64)
+    x = np.asarray(data[0], dtype=np.float64)
+    pairs, fx = np.unique(np.column_stack([seg, x]), axis=0, return_inverse=True)
+    fx = fx.ravel()
+    return Groups(
+        n_segments=n_segments,
+        seg=seg,
+        data=tuple(np.asarray(d, dtype=np.float64) for d in data),
+        weight=np.asarray(weight, dtype=np.float64),
+        fx=fx,
+        fx_seg=pairs[:, 0].astype(np.int64),
+        fx_x=pairs[:, 1],
+        fx_weight=np.bincount(fx, weights=weight, minlength=len(pairs)),
+        seg_weight=np.bincount(seg, weights=weight, minlength=n_segments),
+    )
+
+
+def grouped_loglik(kind: str, params: dict, g: Groups):
+    """Total log-likelihood of all customers (a scalar), for NumPy or PyTensor params.
+
+    ``params`` maps each natural parameter name to an array of shape ``(n_segments,)``.
+    """
+    m = ops_for(*params.values())
+    P = params
+    at_pair = {k: v[g.fx_seg] for k, v in P.items()}
+    at_row = {k: v[g.seg] for k, v in P.items()}
+    if kind in ("bgnbd", "mbgnbd"):
+        modified = kind == "mbgnbd"
+        x, t_x, T = g.data
+        seg_part = _bg._segment_part(P["r"], P["alpha"], P["a"], P["b"])
+        freq, log_ratio = _bg._frequency_part(
+            at_pair["r"], at_pair["a"], at_pair["b"], g.fx_x, modified=modified
+        )
+        timing = _bg._timing_part(
+            at_row["r"], at_row["alpha"], x, t_x, T, log_ratio[g.fx], modified=modified
+        )
+        return m.sum(g.seg_weight * seg_part) + m.sum(g.fx_weight * freq) + m.sum(g.weight * timing)
+    if kind == "gamma_gamma":
+        x, zbar = g.data
+        seg_part = _gg._segment_part(P["q"], P["v"])
+        freq = _gg._frequency_part(at_pair["p"], at_pair["q"], g.fx_x)
+        spend = _gg._spend_part(at_row["p"], at_row["q"], at_row["v"], x, zbar)
+        return m.sum(g.seg_weight * seg_part) + m.sum(g.fx_weight * freq) + m.sum(g.weight * spend)
+    if kind == "pareto_nbd":
+        x, t_x, T = g.data
+        ll = pareto_nbd_logp(at_row["r"], at_row["alpha"], at_row["s"], at_row["beta"], x, t_x, T)
+        return m.sum(g.weight * ll)
+    raise ValueError(f"unknown model kind {kind!r}")
