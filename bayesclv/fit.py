@@ -66,6 +66,7 @@ def fit(
     cores: int | None = None,
     advi_iterations: int = 30_000,
     init: str = "map",
+    mass_matrix: str = "auto",
 ) -> az.InferenceData:
     """Fit a model built by a bayesclv builder.
 
@@ -96,6 +97,14 @@ def fit(
         prior-centred default start; starting there makes warm-up spend its steps (and
         its step-size adaptation) on the approach, which shows up as divergences and
         tiny step sizes. ``"default"``: PyMC's / nutpie's own initialisation.
+    mass_matrix : {"auto", "diag", "low_rank"}
+        NUTS metric. ``"low_rank"``: nutpie's diagonal plus low-rank mass matrix, learnt
+        from draws and gradients during tuning; it captures the remaining correlations
+        between a model's parameters (e.g. Pareto/NBD's ``s`` and ``beta``). Measured on
+        the CDNOW sample, Pareto/NBD, nutpie 4 x 1000: 8.0 leapfrog steps per draw with
+        the diagonal metric, 4.7 with the low-rank one (wall 62.6 s -> 34.8 s with the
+        previous likelihood). ``"auto"``: ``"low_rank"`` with nutpie, the diagonal
+        metric with the other samplers (``"low_rank"`` is nutpie-only).
 
     Returns
     -------
@@ -116,6 +125,13 @@ def fit(
     if int(tune) < 0:
         raise ModelSpecificationError(f"tune must be >= 0, got {tune}.")
 
+    if mass_matrix not in ("auto", "diag", "low_rank"):
+        raise ModelSpecificationError(
+            f"mass_matrix={mass_matrix!r}; use 'auto', 'diag' or 'low_rank'."
+        )
+    if mass_matrix == "low_rank" and sampler != "nutpie":
+        raise ModelSpecificationError("mass_matrix='low_rank' needs sampler='nutpie'.")
+    low_rank = sampler == "nutpie" and mass_matrix in ("auto", "low_rank")
     if init not in ("map", "default"):
         raise ModelSpecificationError(f"init={init!r}; use 'map' or 'default'.")
     t0 = time.perf_counter()
@@ -167,6 +183,7 @@ def fit(
                 else int(np.random.SeedSequence().entropy % 2**32)
             ),
             progress_bar=progressbar,
+            low_rank_modified_mass_matrix=low_rank,
         )
         # nutpie stores Deterministics alongside; drop its unconstrained copies of the
         # transformed variables if any, keep the same variables as PyMC's sampler.
@@ -231,6 +248,7 @@ def fit(
             "tune": int(tune) if sampler not in ("map", "advi") else 0,
             "chains": int(chains) if sampler not in ("map", "advi") else 1,
             "random_seed": -1 if random_seed is None else int(random_seed),
+            "mass_matrix": "low_rank" if low_rank else "diag",
             "n_customers": spec.n_customers,
             "n_rows": spec.n_rows,
             "timings": json.dumps(timings),
