@@ -65,7 +65,7 @@ def fit(
     progressbar: bool | None = None,
     cores: int | None = None,
     advi_iterations: int = 30_000,
-    init: str = "map",
+    init: str = "auto",
     mass_matrix: str = "auto",
 ) -> az.InferenceData:
     """Fit a model built by a bayesclv builder.
@@ -90,8 +90,11 @@ def fit(
         Seed; the same seed and data give the same draws.
     progressbar : bool, optional
         Default: on in interactive use (a terminal or a notebook), off otherwise.
-    init : {"map", "default"}
-        Where NUTS chains start. ``"map"`` (default): at the posterior mode found by a
+    init : {"auto", "map", "default"}
+        Where NUTS chains start. ``"auto"`` (default): for partial pooling with
+        ``parameterization="auto"``, at the start the builder derived from each segment's
+        own mode (no search needed; each chain nudged a little); otherwise as ``"map"``.
+        ``"map"``: at the posterior mode found by a
         quick L-BFGS run, each chain nudged by a small random step on the unbounded
         parameters. With many customers the posterior is very narrow and far from the
         prior-centred default start; starting there makes warm-up spend its steps (and
@@ -132,12 +135,16 @@ def fit(
     if mass_matrix == "low_rank" and sampler != "nutpie":
         raise ModelSpecificationError("mass_matrix='low_rank' needs sampler='nutpie'.")
     low_rank = sampler == "nutpie" and mass_matrix in ("auto", "low_rank")
-    if init not in ("map", "default"):
-        raise ModelSpecificationError(f"init={init!r}; use 'map' or 'default'.")
+    if init not in ("auto", "map", "default"):
+        raise ModelSpecificationError(f"init={init!r}; use 'auto', 'map' or 'default'.")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     initvals = None
-    if sampler in ("pymc", "nutpie", "numpyro", "blackjax") and init == "map":
+    nuts = sampler in ("pymc", "nutpie", "numpyro", "blackjax")
+    built_start = spec.extra.get("start")
+    if nuts and init == "auto" and built_start:
+        initvals = _jittered_starts(model, built_start, chains, random_seed)
+    elif nuts and init in ("auto", "map"):
         initvals = _map_starts(model, chains, random_seed)
         timings["map_init_s"] = time.perf_counter() - t0
     if sampler == "pymc":
@@ -187,9 +194,7 @@ def fit(
         )
         # nutpie stores Deterministics alongside; drop its unconstrained copies of the
         # transformed variables if any, keep the same variables as PyMC's sampler.
-        idata = az.InferenceData(
-            posterior=idata.posterior, sample_stats=idata.sample_stats
-        )
+        idata = az.InferenceData(posterior=idata.posterior, sample_stats=idata.sample_stats)
     elif sampler in ("numpyro", "blackjax"):
         # The same PyMC model, compiled to JAX by PyTensor and sampled by numpyro's or
         # blackjax's NUTS: runs on a GPU when JAX sees one (chains vectorised on it).
@@ -255,6 +260,25 @@ def fit(
         }
     )
     return idata
+
+
+def _jittered_starts(model, start: dict, chains: int, random_seed) -> list[dict]:
+    """One start per chain: ``start`` with small random steps on the unbounded scale."""
+    rng = np.random.default_rng(random_seed)
+    names = {rv.name for rv in model.free_RVs}
+    out = []
+    for _ in range(chains):
+        point = {}
+        for name, value in start.items():
+            if name not in names:
+                continue
+            value = np.asarray(value, dtype=np.float64)
+            if name.endswith("_sigma"):
+                point[name] = value * np.exp(rng.normal(0.0, 0.1, value.shape))
+            else:
+                point[name] = value + rng.normal(0.0, 0.1, value.shape)
+        out.append(point)
+    return out
 
 
 def _map_starts(model: pm.Model, chains: int, random_seed: int | None) -> list[dict]:

@@ -125,10 +125,27 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
                 # Gamma-Gamma: repeat buyers whose repeat purchases were all free (zbar = 0)
                 # have no positive spend to model; they are counted, not hidden.
                 "excluded_zero_spend": n_zero_spend if kind == "gamma_gamma" else 0,
+                # Where NUTS can start without a MAP search (parameterization="auto"):
+                # every population mean at the data-weighted centre (nu = 0), each
+                # segment at its conditional mean (z = 0).
+                "start": _auto_start(prior_by_name, information, priors.segment_sigma),
             },
         ),
     )
     return model
+
+
+def _auto_start(prior_by_name, information, segment_sigma):
+    if information is None:
+        return None
+    centre = information[0]
+    start = {}
+    for j, name in enumerate(prior_by_name):
+        spread = float(np.std(centre[:, j])) if centre.shape[0] > 1 else 0.0
+        start[f"{name}_nu"] = 0.0
+        start[f"{name}_sigma"] = float(np.clip(spread, 0.05, segment_sigma))
+        start[f"{name}_z"] = [0.0] * centre.shape[0]
+    return start
 
 
 def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm):
