@@ -258,17 +258,7 @@ def test_pareto_nbd_matches_adaptive_quadrature_when_scales_are_within_10x(
     ("logp", "names"),
     [
         *BTYD[:2],
-        pytest.param(
-            *BTYD[2],
-            marks=pytest.mark.xfail(
-                reason="pt.logsumexp is log(sum(exp(x))) until PyTensor's stabilising rewrite "
-                "runs: without it (optimizer='fast_compile', or constant inputs) the Pareto/NBD "
-                "quadrature sum under/overflows and returns a finite but wrong value "
-                "(x=1000, t_x=15, T=30: 2439.3 instead of 3065.2). Fix: a max-shifted "
-                "logsumexp in bayesclv/likelihoods/_ops.py.",
-                strict=False,
-            ),
-        ),
+        BTYD[2],  # fixed: max-shifted logsumexp in bayesclv/likelihoods/_ops.py
     ],
     ids=["bgnbd", "mbgnbd", "pareto_nbd"],
 )

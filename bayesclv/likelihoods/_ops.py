@@ -49,6 +49,19 @@ NUMPY = SimpleNamespace(
 )
 
 
+def _pt_logsumexp(x, axis):
+    """Max-shifted log-sum-exp. ``pt.logsumexp`` is ``log(sum(exp(x)))`` and is stable only
+    after PyTensor's default rewrites (not under ``fast_compile`` or constant folding);
+    this form is stable in every mode. The shift carries no gradient (the value does not
+    depend on it), so the gradient is the softmax, as it should be."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import zero_grad
+
+    shift = zero_grad(pt.max(x, axis=axis, keepdims=True))
+    shift = pt.switch(pt.isinf(shift) | pt.isnan(shift), 0.0, shift)
+    return pt.log(pt.sum(pt.exp(x - shift), axis=axis)) + pt.squeeze(shift, axis=axis)
+
+
 def _tensor_namespace() -> SimpleNamespace:
     import pytensor.tensor as pt
     from pytensor.gradient import zero_grad
@@ -63,7 +76,7 @@ def _tensor_namespace() -> SimpleNamespace:
         gammaln=pt.gammaln,
         betaln=betaln,
         softplus=pt.softplus,
-        logsumexp=lambda x, axis: pt.logsumexp(x, axis=axis),
+        logsumexp=_pt_logsumexp,
         where=pt.switch,
         sum=pt.sum,
         maximum=pt.maximum,
