@@ -319,25 +319,15 @@ def run_demo(args) -> int:
     import matplotlib.pyplot as plt
 
     from bayesclv import plotting
-    from bayesclv.data import rfm_summary
-    from bayesclv.datasets import load_cdnow
+    from bayesclv.datasets import load_cdnow, load_cdnow_rfm
     from bayesclv.diagnostics import holdout_evaluation, tracking
     from bayesclv.fit import posterior_params
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _log(f"loading the built-in CDNOW {args.which} (Fader & Hardie), 39-week calibration")
-    log = load_cdnow(args.which)
-    rfm = rfm_summary(
-        log,
-        customer_col="customer_id",
-        date_col="date",
-        amount_col="amount",
-        segment_col="acquisition_month",
-        time_unit="week",
-        calibration_end="1997-09-30",
-        observation_end="1998-06-30",
-    )
+    log = load_cdnow(args.which)  # the raw log, for the tracking plot
+    rfm = load_cdnow_rfm(args.which)
     _log(f"{rfm}")
     settings = _settings_from_args(args)
     res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit)

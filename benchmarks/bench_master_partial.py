@@ -23,23 +23,13 @@ from _common import machine_info, machine_markdown, md_table, write_results  # n
 
 
 def run_once(sampler: str, draws: int, tune: int, chains: int, seed: int) -> dict:
-    from bayesclv.data import rfm_summary
-    from bayesclv.datasets import load_cdnow
+    from bayesclv.datasets import load_cdnow_rfm
     from bayesclv.diagnostics import convergence_report
     from bayesclv.fit import fit
     from bayesclv.models import build_bgnbd, build_gamma_gamma
 
     t0 = time.perf_counter()
-    rfm = rfm_summary(
-        load_cdnow("master"),
-        customer_col="customer_id",
-        date_col="date",
-        amount_col="amount",
-        segment_col="acquisition_month",
-        time_unit="week",
-        calibration_end="1997-09-30",
-        observation_end="1998-06-30",
-    )
+    rfm = load_cdnow_rfm("master")
     out = {"summary_s": time.perf_counter() - t0}
     for name, builder in (("bgnbd", build_bgnbd), ("gamma_gamma", build_gamma_gamma)):
         t = time.perf_counter()

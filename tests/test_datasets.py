@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesclv.datasets import load_cdnow, load_cdnow_summary, load_donations
+from bayesclv.datasets import load_cdnow, load_cdnow_rfm, load_cdnow_summary, load_donations
 
 
 def test_cdnow_sample_has_documented_records_and_customers():
@@ -77,3 +77,16 @@ def test_donations_table_totals_11104_donors_over_six_periods():
     assert (df["periods"] == 6).all()
     assert ((df["frequency"] <= df["recency"]) & (df["recency"] <= df["periods"])).all()
     assert ((df["frequency"] == 0) == (df["recency"] == 0)).all()
+
+
+def test_load_cdnow_rfm_reproduces_the_published_split():
+    """FHL 2005: 2,357 customers, 2,457 calibration repeat purchases by 946 repeat buyers,
+    1,882 holdout repeat purchases and $70,976.39 holdout spend."""
+    rfm = load_cdnow_rfm("sample")
+    assert rfm.n_customers == 2357
+    assert rfm.time_unit == "week"
+    assert list(rfm.segment_names) == ["1997-01", "1997-02", "1997-03"]
+    assert int(rfm.frequency.sum()) == 2457
+    assert int((rfm.frequency > 0).sum()) == 946
+    assert int(rfm.holdout_frequency.sum()) == 1882
+    assert float(rfm.holdout_spend.sum()) == pytest.approx(70976.39, abs=0.01)

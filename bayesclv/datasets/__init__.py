@@ -13,7 +13,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_cdnow", "load_cdnow_summary", "load_donations"]
+__all__ = ["load_cdnow", "load_cdnow_rfm", "load_cdnow_summary", "load_donations"]
 
 _PACKAGE = "bayesclv.datasets"
 
@@ -85,6 +85,28 @@ def load_cdnow(which: str = "sample") -> pd.DataFrame:
     first = out.groupby("customer_id")["date"].transform("min")
     out["acquisition_month"] = first.dt.strftime("%Y-%m")
     return out
+
+
+def load_cdnow_rfm(which: str = "sample", **options):
+    """The CDNOW log summarised with the published conventions, ready for the models.
+
+    39-week calibration (to 1997-09-30), 39-week holdout (to 1998-06-30), weeks as the
+    time unit, acquisition month as the segment. ``options`` go to
+    :func:`bayesclv.data.rfm_summary` (e.g. ``zero_amounts="keep"``).
+    """
+    from bayesclv.data import rfm_summary
+
+    return rfm_summary(
+        load_cdnow(which),
+        customer_col="customer_id",
+        date_col="date",
+        amount_col="amount",
+        segment_col="acquisition_month",
+        time_unit="week",
+        calibration_end="1997-09-30",
+        observation_end="1998-06-30",
+        **options,
+    )
 
 
 def load_cdnow_summary(*, with_spend: bool = True) -> pd.DataFrame:
