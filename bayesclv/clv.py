@@ -915,6 +915,22 @@ class CustomerScores(NamedTuple):
 _SUMMARY_NAMES = ("mean", "median", "lower", "upper", "p_alive", "purchases")
 
 
+def _summarise(eng: _Engine, idx, prob, kind, clv=None, pa=None, weights=None):
+    """Per-row summaries of (rows, draws) CLV and its per-draw segment sums (``score_customers``
+    and ``bayesclv.distributed``)."""
+    if clv is None:
+        res = eng.expected(idx, ("clv", "p_alive", "purchases"))
+        clv, pa, purchases = res["clv"], res["p_alive"], res["purchases"]
+    else:
+        purchases = pa * eng.purchases_alive[eng.v_code[idx]]
+    summ = interval_arrays(clv, prob, kind)
+    summ["p_alive"] = pa.mean(axis=1)
+    summ["purchases"] = purchases.mean(axis=1)
+    onehot = np.zeros((len(idx), eng.rfm.n_segments))
+    onehot[np.arange(len(idx)), eng.rfm.segment[idx]] = 1.0 if weights is None else weights
+    return summ, clv.T @ onehot
+
+
 def score_customers(
     purchase_params: xr.Dataset,
     spend_params: xr.Dataset,
@@ -990,18 +1006,7 @@ def score_customers(
     kept = {k: np.empty(rfm.n_customers) for k in _SUMMARY_NAMES} if keep_table else None
 
     def summarise(idx, clv=None, pa=None, weights=None) -> tuple:
-        """Per-row summaries of (rows, draws) CLV and its per-draw segment sums."""
-        if clv is None:
-            res = eng.expected(idx, ("clv", "p_alive", "purchases"))
-            clv, pa, purchases = res["clv"], res["p_alive"], res["purchases"]
-        else:
-            purchases = pa * eng.purchases_alive[eng.v_code[idx]]
-        summ = interval_arrays(clv, prob, kind)
-        summ["p_alive"] = pa.mean(axis=1)
-        summ["purchases"] = purchases.mean(axis=1)
-        onehot = np.zeros((len(idx), S))
-        onehot[np.arange(len(idx)), rfm.segment[idx]] = 1.0 if weights is None else weights
-        return summ, clv.T @ onehot
+        return _summarise(eng, idx, prob, kind, clv, pa, weights)
 
     def rows(start: int, stop: int, summ: Mapping[str, np.ndarray]) -> pd.DataFrame:
         return table_from_summaries(

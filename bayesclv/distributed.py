@@ -62,13 +62,13 @@ from bayesclv.clv import (
     _entropy,
     _factorize,
     _ParquetChunks,
+    _summarise,
 )
 from bayesclv.data import RFMData
 from bayesclv.summary import (
     _totals_dataset,
     atomic_write,
     check_one_row_per_customer,
-    interval_arrays,
     table_from_summaries,
 )
 
@@ -94,21 +94,6 @@ def read_scores(out_dir: str | os.PathLike) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"no part-*.parquet files in '{out_dir}'.")
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
-def _summarise(eng: _Engine, idx, prob, kind, clv=None, pa=None, weights=None):
-    """Per-row summaries and per-draw segment sums, as in ``score_customers``."""
-    if clv is None:
-        res = eng.expected(idx, ("clv", "p_alive", "purchases"))
-        clv, pa, purchases = res["clv"], res["p_alive"], res["purchases"]
-    else:
-        purchases = pa * eng.purchases_alive[eng.v_code[idx]]
-    summ = interval_arrays(clv, prob, kind)
-    summ["p_alive"] = pa.mean(axis=1)
-    summ["purchases"] = purchases.mean(axis=1)
-    onehot = np.zeros((len(idx), eng.rfm.n_segments))
-    onehot[np.arange(len(idx)), eng.rfm.segment[idx]] = 1.0 if weights is None else weights
-    return summ, clv.T @ onehot
 
 
 def _score_partition(
