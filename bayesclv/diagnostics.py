@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 _LOGP = {"bgnbd": bgnbd_logp, "mbgnbd": mbgnbd_logp, "pareto_nbd": pareto_nbd_logp}
-_APPROXIMATIONS = ("map", "advi")
+_APPROXIMATIONS = ("map", "laplace", "advi")
 NOT_ASSESSED = "not assessed (approximation)"
 
 

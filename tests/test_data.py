@@ -593,3 +593,35 @@ def test_integer_id_fast_path_agrees_with_pandas_factorize(ids):
     expect_codes, expect_uniques = pd.factorize(pd.Series(ids), sort=True)
     np.testing.assert_array_equal(rfm.customer_id, np.asarray(expect_uniques))
     assert rfm.customer_id.dtype == np.asarray(ids).dtype
+
+
+def test_round_times_moves_each_time_by_at_most_half_a_step_and_keeps_everyone():
+    from bayesclv.data import round_times
+
+    rng = np.random.default_rng(5)
+    n = 500
+    T = rng.uniform(0.01, 52.0, n)
+    x = rng.integers(0, 6, n)
+    recency = np.where(x > 0, rng.uniform(0, 1, n) * T, 0.0)
+    rfm = RFMData(
+        customer_id=np.arange(n),
+        frequency=x,
+        recency=recency,
+        T=T,
+        monetary_value=np.where(x > 0, 10.0, 0.0),
+        segment=np.zeros(n, dtype=int),
+    )
+    out = round_times(rfm, 1.0)
+    assert out.n_customers == n and np.array_equal(out.customer_id, rfm.customer_id)
+    assert np.array_equal(out.frequency, rfm.frequency)
+    assert np.allclose(out.T, np.round(out.T)) and np.allclose(out.recency, np.round(out.recency))
+    young = T < 0.5
+    assert np.all(np.abs(out.T - T)[~young] <= 0.5 + 1e-12) and np.all(out.T[young] == 1.0)
+    assert np.all(np.abs(out.recency - recency) <= 0.5 + 1e-12)
+    assert np.all(out.recency <= out.T) and np.all(out.recency[x == 0] == 0)
+    assert out.meta["time_rounding"] == 1.0
+    # fewer distinct rows: the point of rounding
+    rows_after = len({*zip(out.frequency, out.recency, out.T, strict=True)})
+    assert rows_after < 0.9 * len({*zip(x, recency, T, strict=True)})
+    with pytest.raises(DataValidationError, match="step > 0"):
+        round_times(rfm, 0.0)

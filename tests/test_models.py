@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bayesclv.data import RFMData
+from bayesclv.diagnostics import convergence_report
 from bayesclv.errors import ModelSpecificationError, SavedModelError
 from bayesclv.fit import fit, load_fit, population_params, posterior_params, save_fit
 from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, pareto_nbd_logp
@@ -97,13 +98,25 @@ def test_map_is_close_to_published_cdnow_estimates(cdnow, builder, kind, prior_c
         assert abs(ll - PUBLISHED[kind]["LL"]) < 0.1
 
 
+_NUTS_FITS: dict = {}
+
+
+def _nuts_fit(cdnow, builder, kind):
+    """One NUTS fit per model for this module (complete pooling, default priors)."""
+    if kind not in _NUTS_FITS:
+        model = builder(cdnow, pooling="complete")
+        _NUTS_FITS[kind] = fit(
+            model, draws=500, tune=500, chains=4, random_seed=7, progressbar=False
+        )
+    return _NUTS_FITS[kind]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "builder,kind", [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma")]
 )
 def test_nuts_posterior_covers_published_cdnow_estimates(cdnow, builder, kind):
-    model = builder(cdnow, pooling="complete")
-    idata = fit(model, draws=500, tune=500, chains=4, random_seed=7, progressbar=False)
+    idata = _nuts_fit(cdnow, builder, kind)
     params = posterior_params(idata)
     assert int(idata.sample_stats.diverging.sum()) == 0
     import arviz as az
@@ -117,6 +130,33 @@ def test_nuts_posterior_covers_published_cdnow_estimates(cdnow, builder, kind):
         assert lo < published < hi, (name, lo, hi, published)
         assert abs(med - published) / published < 0.05, (name, med, published)
         assert float(rhat[name].max()) <= 1.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "builder,kind", [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma")]
+)
+def test_laplace_agrees_with_nuts_and_its_mode_is_the_mle(cdnow, builder, kind):
+    """Two oracles: with weak priors the Laplace centre is the MLE, so the median of
+    ``r`` (a monotone map of one Normal coordinate) is the published estimate; and on
+    2,357 customers the posterior is close to Normal, so NUTS means and sds agree."""
+    lap = fit(builder(cdnow, _weak(BGNBDPriors if kind == "bgnbd" else GammaGammaPriors),
+                      pooling="complete"), sampler="laplace", draws=1000, random_seed=3,
+              progressbar=False)
+    params = posterior_params(lap)
+    assert params["r" if kind == "bgnbd" else "p"].shape == (4, 1000, 1)
+    assert "sample_stats" not in lap.groups()
+    name = "r" if kind == "bgnbd" else "p"
+    med = float(params[name].median())
+    assert abs(med / PUBLISHED[kind][name] - 1) < 0.005, (name, med)
+    nuts = posterior_params(_nuts_fit(cdnow, builder, kind))
+    for p in params.data_vars:
+        m_l, m_n = float(params[p].mean()), float(nuts[p].mean())
+        s_l, s_n = float(params[p].std()), float(nuts[p].std())
+        # default vs weak priors and Monte Carlo error: within a fifth of a posterior sd
+        assert abs(m_l - m_n) < 0.2 * s_n, (p, m_l, m_n, s_n)
+        assert abs(s_l / s_n - 1) < 0.15, (p, s_l, s_n)
+    assert convergence_report(lap).verdict != "ok"
 
 
 def test_every_pooling_gives_segment_dims_and_population_draws(cdnow):
