@@ -294,7 +294,18 @@ def _rfm_from_args(args) -> Any:
     report = rfm.meta.get("cleaning_report")
     if report is not None:
         _log(f"cleaning report:\n{report}")
-    return rfm
+    return _maybe_round(rfm, args)
+
+
+def _maybe_round(rfm, args) -> Any:
+    step = getattr(args, "round_times", 0.0) or 0.0
+    if step <= 0:
+        return rfm
+    from bayesclv.data import round_times
+
+    out = round_times(rfm, step)
+    _log(f"recency and age rounded to multiples of {step:g} {rfm.time_unit}(s)")
+    return out
 
 
 def _settings_from_args(args) -> FitSettings:
@@ -327,7 +338,7 @@ def run_demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _log(f"loading the built-in CDNOW {args.which} (Fader & Hardie), 39-week calibration")
     log = load_cdnow(args.which)  # the raw log, for the tracking plot
-    rfm = load_cdnow_rfm(args.which)
+    rfm = _maybe_round(load_cdnow_rfm(args.which), args)
     _log(f"{rfm}")
     settings = _settings_from_args(args)
     res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit)
@@ -398,9 +409,13 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=sorted(_BUILDERS), default="bgnbd",
                    help="purchase model (default: bgnbd); spend is always Gamma-Gamma")
     p.add_argument("--pooling", choices=["partial", "complete", "none"], default="partial")
-    p.add_argument("--sampler", choices=["pymc", "nutpie", "map", "advi"],
+    p.add_argument("--sampler", choices=["pymc", "nutpie", "map", "laplace", "advi"],
                    default=_default_sampler(),
-                   help="default: nutpie if installed, else pymc")
+                   help="default: nutpie if installed, else pymc; 'laplace' is a fast Normal "
+                        "approximation for millions of customers")
+    p.add_argument("--round-times", type=float, default=0.0, metavar="STEP",
+                   help="round recency and age to multiples of STEP time units before "
+                        "fitting (fewer distinct rows, faster; default 0: no rounding)")
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--chains", type=int, default=4)

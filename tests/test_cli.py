@@ -76,3 +76,24 @@ def test_a_fit_that_fails_its_checks_exits_3(orders_csv, tmp_path):
               "--draws", "20", "--tune", "5", "--chains", "2", "--out", str(tmp_path / "f"),
               "--no-progress"])
     assert exc.value.code == EXIT_BAD_FIT
+
+
+def test_laplace_with_rounded_times_scores_every_customer(orders_csv, tmp_path):
+    path, cal_end = orders_csv
+    fit_dir = tmp_path / "fit"
+    code = main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
+                 "--amount-col", "revenue", "--segment-col", "segment",
+                 "--calibration-end", str(pd.Timestamp(cal_end).date()),
+                 "--sampler", "laplace", "--round-times", "1", "--draws", "100",
+                 "--out", str(fit_dir), "--no-progress"])
+    assert code == 0
+    diag = json.loads((fit_dir / "diagnostics.json").read_text())
+    assert diag["purchase"]["verdict"] != "ok"  # an approximation is never "ok"
+    customers = pd.read_parquet(fit_dir / "customers.parquet")
+    assert (customers["T"] % 1 == 0).all() and (customers["recency"] % 1 == 0).all()
+    out = tmp_path / "clv.csv"
+    code = main(["score", str(fit_dir), "--horizon", "26", "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out)
+    assert len(table) == len(customers) and table["customer_id"].is_unique
+    assert (table["clv_lower"] <= table["clv_upper"]).all()
