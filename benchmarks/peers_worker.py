@@ -52,7 +52,7 @@ def _nuts_quality(idata, names: tuple[str, ...]) -> dict:
         "ess_bulk_min": float(min(float(ess[n].min()) for n in ess.data_vars)),
         "medians": {n: _median(post[n]) for n in post.data_vars},
     }
-    stats = idata.sample_stats
+    stats = idata.sample_stats if "sample_stats" in idata.groups() else {}
     out["divergences"] = int(stats["diverging"].sum()) if "diverging" in stats else None
     out["grad_evals"] = int(stats["n_steps"].sum()) if "n_steps" in stats else None
     out["n_draws_total"] = int(post.sizes["chain"] * post.sizes["draw"])
