@@ -4,7 +4,8 @@ Simulates ``--customers`` customers in ``--segments`` segments of equal size (ea
 segment with its own BG/NBD and Gamma-Gamma parameters, ages of half a year to a year,
 times floored to whole days as a real log has them), rounds recency and age to
 ``--round`` weeks (``bayesclv.data.round_times``; 0 keeps day resolution), and fits
-partial pooling with ``fit(sampler="laplace")`` on all customers. Then, on the first
+partial pooling with ``fit(sampler="laplace")`` on all customers (Normal at the mode,
+importance-resampled with PSIS when its k-hat is at most 0.7). Then, on the first
 ``--nuts-customers`` of them (a random subsample, all segments kept), fits both Laplace
 and NUTS (nutpie, 4 x 1000) and reports how far the Laplace posterior means are from the
 NUTS ones: relative difference per segment parameter, and in NUTS posterior sds.
@@ -163,6 +164,9 @@ def main() -> None:
             f"{full[m]['rows']:,}",
             f"{full[m]['timings']['laplace_mode_s']:.1f}",
             f"{full[m]['timings']['laplace_hessian_s']:.1f}",
+            f"{full[m]['timings']['laplace_importance_s']:.1f}",
+            f"{full[m]['timings']['laplace_psis_khat']:.2f}",
+            "yes" if full[m]["timings"]["laplace_resampled"] else "no (k-hat > 0.7)",
             f"{full[m]['seconds']:.1f}",
         ]
         for m in full
@@ -174,7 +178,11 @@ def main() -> None:
         f"(`round_times`; 0 = day resolution). Simulation: {sim_s:.1f} s. Load average "
         f"before: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f}. Peak RSS of the "
         f"process: {peak_mb:,.0f} MB.\n\n"
-        + md_table(["model", "distinct rows", "mode s", "Hessian s", "total s"], rows)
+        + md_table(
+            ["model", "distinct rows", "mode s", "Hessian s", "importance s", "PSIS k-hat",
+             "resampled", "total s"],  # fmt: skip
+            rows,
+        )
         + f"\n\nBoth models, all customers: **{full_s:.1f} s** (target: at most 300 s).\n\n"
         f"Purchase rate r/alpha per segment, truth vs Laplace mean: max relative error "
         f"{np.max(np.abs(est_rate / np.asarray(truth_rate) - 1)):.2%}.\n"
@@ -198,6 +206,7 @@ def main() -> None:
                 [
                     m,
                     f"{check['laplace'][m]['seconds']:.1f}",
+                    f"{check['laplace'][m]['timings']['laplace_psis_khat']:.2f}",
                     f"{n['seconds']:.1f}",
                     f"{n.get('steps_per_draw') or float('nan'):.1f}",
                     n.get("divergences"),
@@ -205,7 +214,8 @@ def main() -> None:
                 ]
             )
         md += "\n\n" + md_table(
-            ["model", "Laplace s", "NUTS s", "NUTS steps/draw", "divergences", "NUTS verdict"],
+            ["model", "Laplace s", "Laplace k-hat", "NUTS s", "NUTS steps/draw", "divergences",
+             "NUTS verdict"],  # fmt: skip
             t_rows,
         )
     md += "\n\n" + machine_markdown(info) + f"\n\nCommand: `{cmd}`\n"

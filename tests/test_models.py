@@ -136,19 +136,19 @@ def test_nuts_posterior_covers_published_cdnow_estimates(cdnow, builder, kind):
 @pytest.mark.parametrize(
     "builder,kind", [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma")]
 )
-def test_laplace_agrees_with_nuts_and_its_mode_is_the_mle(cdnow, builder, kind):
-    """Two oracles: with weak priors the Laplace centre is the MLE, so the median of
-    ``r`` (a monotone map of one Normal coordinate) is the published estimate; and on
-    2,357 customers the posterior is close to Normal, so NUTS means and sds agree."""
-    lap = fit(builder(cdnow, _weak(BGNBDPriors if kind == "bgnbd" else GammaGammaPriors),
-                      pooling="complete"), sampler="laplace", draws=1000, random_seed=3,
-              progressbar=False)
+def test_laplace_agrees_with_nuts(cdnow, builder, kind):
+    """On 2,357 customers the posterior is close to Normal, so the Laplace draws
+    (importance-resampled toward the posterior) match NUTS in means and sds, and the
+    Pareto k-hat of the importance weights says the approximation is good."""
+    priors = _weak(BGNBDPriors if kind == "bgnbd" else GammaGammaPriors)
+    lap = fit(builder(cdnow, priors, pooling="complete"), sampler="laplace", draws=1000,
+              random_seed=3, progressbar=False)  # fmt: skip
     params = posterior_params(lap)
     assert params["r" if kind == "bgnbd" else "p"].shape == (4, 1000, 1)
     assert "sample_stats" not in lap.groups()
-    name = "r" if kind == "bgnbd" else "p"
-    med = float(params[name].median())
-    assert abs(med / PUBLISHED[kind][name] - 1) < 0.005, (name, med)
+    timings = json.loads(lap.attrs["timings"])
+    assert timings["laplace_psis_khat"] < 0.5 and timings["laplace_resampled"]
+    assert timings["laplace_mode_max_abs_grad"] < 1e-3
     nuts = posterior_params(_nuts_fit(cdnow, builder, kind))
     for p in params.data_vars:
         m_l, m_n = float(params[p].mean()), float(nuts[p].mean())
