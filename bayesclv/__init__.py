@@ -7,7 +7,13 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from bayesclv.data import CleaningReport, RFMData, rfm_summary, validate_transactions  # noqa: E402
+from bayesclv.data import (  # noqa: E402
+    CleaningReport,
+    RFMData,
+    rfm_summary,
+    round_times,
+    validate_transactions,
+)
 from bayesclv.errors import (  # noqa: E402
     BayesCLVError,
     ConvergenceError,
@@ -21,6 +27,7 @@ __all__ = [
     "RFMData",
     "CleaningReport",
     "rfm_summary",
+    "round_times",
     "validate_transactions",
     "BayesCLVError",
     "DataValidationError",
