@@ -17,6 +17,7 @@ Textbook formulas
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,17 +272,30 @@ def fit_gamma_gamma(
 ) -> MLEResult:
     """Maximum-likelihood Gamma-Gamma spend model on the repeat buyers.
 
-    Only customers with ``frequency > 0`` enter (``monetary_value`` is the mean of their
-    repeat purchases); ``n_customers`` counts them. Assumes spend is independent of the
-    purchase process (check the correlation of ``frequency`` and ``monetary_value``).
+    Only customers with ``frequency > 0`` and a positive ``monetary_value`` (the mean of
+    their repeat purchases) enter, as in ``build_gamma_gamma``; repeat buyers whose mean
+    spend is 0 are left out with a warning. ``n_customers`` counts those used. Assumes
+    spend is independent of the purchase process (check the correlation of ``frequency``
+    and ``monetary_value``).
     On CDNOW (946 repeat buyers) this gives p=6.25, q=3.74, v=15.44 (Fader & Hardie
     2013, "The Gamma-Gamma model of monetary value").
     """
     w = _weights(weights, rfm.n_customers)
-    repeat = rfm.frequency > 0
+    repeat = (rfm.frequency > 0) & (rfm.monetary_value > 0)
     if not repeat.any():
         raise DataValidationError(
-            "fit_gamma_gamma: no customer has a repeat purchase, so there is no spend to fit."
+            "fit_gamma_gamma: no customer has a repeat purchase with a positive mean spend, "
+            "so there is no spend to fit."
+        )
+    n_zero = int(((rfm.frequency > 0) & (rfm.monetary_value <= 0)).sum())
+    if n_zero:
+        # The Gamma-Gamma density is 0 at a zero mean spend; the Bayesian builder leaves
+        # such customers out too (and counts them), so both fits use the same customers.
+        warnings.warn(
+            f"fit_gamma_gamma: {n_zero} repeat buyer(s) with a mean repeat spend of 0 are "
+            "left out (the Gamma-Gamma model needs positive amounts).",
+            UserWarning,
+            stacklevel=2,
         )
     data = (rfm.frequency[repeat].astype(np.float64), rfm.monetary_value[repeat])
     return _fit("gamma_gamma", ("p", "q", "v"), gamma_gamma_logp, data, w[repeat], initial,

@@ -171,3 +171,24 @@ def test_textbook_clv_rfm_by_hand():
                          purchase_rate="all")  # fmt: skip
     with pytest.raises(ModelSpecificationError, match="retention"):
         textbook_clv_rfm(rfm, retention=1.0, retention_period=52.0)
+
+
+def test_gamma_gamma_mle_leaves_out_zero_spend_repeat_buyers_with_a_warning():
+    from bayesclv.classic import fit_gamma_gamma
+
+    rng = np.random.default_rng(3)
+    n = 400
+    x = rng.integers(1, 6, n)
+    spend = rng.gamma(6.0, 1.0, n) * 5.0
+    def rfm(values):
+        return RFMData(customer_id=np.arange(n), frequency=x, recency=np.full(n, 5.0),
+                       T=np.full(n, 10.0), monetary_value=values,
+                       segment=np.zeros(n, dtype=int))  # fmt: skip
+
+    clean = fit_gamma_gamma(rfm(spend))
+    spend0 = spend.copy()
+    spend0[:3] = 0.0
+    with pytest.warns(UserWarning, match="3 repeat buyer"):
+        res = fit_gamma_gamma(rfm(spend0))
+    assert res.n_customers == n - 3 and clean.n_customers == n
+    assert np.isfinite(res.log_likelihood) and res.converged
