@@ -8,7 +8,9 @@ partial pooling with ``fit(sampler="laplace")`` on all customers (Normal at the 
 importance-resampled with PSIS when its k-hat is at most 0.7). Then, on the first
 ``--nuts-customers`` of them (a random subsample, all segments kept), fits both Laplace
 and NUTS (nutpie, 4 x 1000) and reports how far the Laplace posterior means are from the
-NUTS ones: relative difference per segment parameter, and in NUTS posterior sds.
+NUTS ones: relative difference per segment parameter (and for what CLV uses: the mean
+purchase rate r/alpha, the mean dropout probability a/(a+b), the mean spend
+p v/(q-1)), and in NUTS posterior sds.
 
     .venv/bin/python benchmarks/bench_laplace.py --customers 1000000 --nuts-customers 100000
     .venv/bin/python benchmarks/bench_laplace.py --smoke      # seconds, for CI
@@ -83,6 +85,14 @@ def fit_both(rfm, sampler: str, seed: int, draws: int, tune: int) -> dict:
         )
         wall = time.perf_counter() - t
         params = posterior_params(idata)
+        # what CLV uses: the mean purchase rate, the mean dropout probability, mean spend
+        if name == "bgnbd":
+            params = params.assign(
+                purchase_rate=params["r"] / params["alpha"],
+                dropout=params["a"] / (params["a"] + params["b"]),
+            )
+        else:
+            params = params.assign(mean_spend=params["p"] * params["v"] / (params["q"] - 1))
         row = {
             "seconds": wall,
             "rows": model_spec(model).n_rows,
