@@ -244,7 +244,12 @@ def score_customers_dask(
         )
 
     # Broadcast the inputs once; build the tables on one worker, then copy them to all.
-    pp, sp, rfm_f = client.scatter([purchase_params, spend_params, rfm], broadcast=True)
+    # hash=False: fresh keys per call. With content-hashed keys, a second call on the
+    # same inputs could reuse keys that the first call's futures were still releasing,
+    # and its tasks then failed with "lost dependencies" (seen in CI).
+    pp, sp, rfm_f = client.scatter(
+        [purchase_params, spend_params, rfm], broadcast=True, hash=False
+    )
     eng = client.submit(
         _Engine,
         pp,
