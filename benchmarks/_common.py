@@ -203,3 +203,30 @@ def machine_markdown(info: dict) -> str:
         )
     lines.append(f"- command: `{info['command']}`")
     return "\n".join(lines) + "\n"
+
+
+def plot_scale_curve(series: dict, path: Path, title: str, ylabels: tuple[str, str]) -> None:
+    """Two log-x panels, seconds (log y) and peak memory, one line per series.
+
+    ``series`` maps a label to ``(style, customers, seconds, memory)``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, (style, n, seconds, memory) in series.items():
+        ax1.plot(n, seconds, style, label=label)
+        ax2.plot(n, memory, style, label=label)
+    for ax, ylabel in zip((ax1, ax2), ylabels, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("customers")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax1.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -23,38 +23,30 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import RESULTS, machine_info, machine_markdown, md_table, run_job, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    machine_info,
+    machine_markdown,
+    md_table,
+    plot_scale_curve,
+    run_job,
+    write_results,
+)
 from bench_laplace import simulate  # noqa: E402
 
 MODELS = ("bgnbd", "gamma_gamma")
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for method, style in (("nutpie", "o-"), ("laplace", "s--")):
+    series = {}
+    for method, style, label in (("nutpie", "o-", "NUTS (nutpie, 4 x 1000)"),
+                                 ("laplace", "s--", "Laplace")):  # fmt: skip
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["customers"])
-        if not rs:
-            continue
-        n = [r["customers"] for r in rs]
-        label = "NUTS (nutpie, 4 x 1000)" if method == "nutpie" else "Laplace"
-        ax1.plot(n, [r["seconds"] for r in rs], style, label=label)
-        ax2.plot(n, [r["peak_mb"] for r in rs], style, label=label)
-    for ax, ylabel in ((ax1, "seconds (build + compile + fit)"), (ax2, "peak RSS per fit (MB)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("customers")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    ax1.set_yscale("log")
-    fig.suptitle("Fit: hierarchical BG/NBD + Gamma-Gamma, 10 segments, 2 CPUs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        if rs:
+            series[label] = (style, [r["customers"] for r in rs], [r["seconds"] for r in rs],
+                             [r["peak_mb"] for r in rs])  # fmt: skip
+    plot_scale_curve(series, path, "Fit: hierarchical BG/NBD + Gamma-Gamma, 10 segments, 2 CPUs",
+                     ("seconds (build + compile + fit)", "peak RSS per fit (MB)"))  # fmt: skip
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import plot_scale_curve  # noqa: E402
+
 RESULTS = HERE / "results"
 KW = dict(horizon=52.0, discount_rate=0.10, discount_period=52.0)
 
@@ -132,34 +134,18 @@ def versions() -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode, style in (("single", "o-"), ("dask", "s--")):
+    series = {}
+    for mode, style, label in (("single", "o-", "one machine (threads)"),
+                               ("dask", "s--", "Dask, 2 workers")):  # fmt: skip
         rs = sorted(
             (r for r in rows if r["mode"] == mode and "wall_s" in r), key=lambda r: r["customers"]
         )
-        if not rs:
-            continue
-        n = [r["customers"] for r in rs]
-        label = "one machine (threads)" if mode == "single" else "Dask, 2 workers"
-        ax1.plot(n, [r["wall_s"] for r in rs], style, label=label)
-        ax2.plot(n, [r["peak_tree_rss_mib"] for r in rs], style, label=label)
-    for ax, ylabel in ((ax1, "wall seconds"), (ax2, "peak RSS, process tree (MiB)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("customers")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    ax1.set_yscale("log")
-    draws = rows[0]["draws"]
-    fig.suptitle(f"Expected-CLV scoring, {draws} draws, 10 segments, 2 CPUs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        if rs:
+            series[label] = (style, [r["customers"] for r in rs], [r["wall_s"] for r in rs],
+                             [r["peak_tree_rss_mib"] for r in rs])  # fmt: skip
+    plot_scale_curve(series, path,
+                     f"Expected-CLV scoring, {rows[0]['draws']} draws, 10 segments, 2 CPUs",
+                     ("wall seconds", "peak RSS, process tree (MiB)"))  # fmt: skip
 
 
 def main() -> None:
