@@ -37,11 +37,18 @@ def _frequency_part(r, a, b, x, *, modified=False):
 def _timing_part(r, alpha, x, t_x, T, log_ratio, *, modified=False):
     """Terms that need each customer's recency and age."""
     m = ops_for(r, alpha, x, t_x, T, log_ratio)
-    rx = r + x
     log_alpha_T = m.log(alpha + T)
-    z = log_ratio + rx * (log_alpha_T - m.log(alpha + t_x))
-    dropped = m.softplus(z) if modified else m.where(x > 0, m.softplus(z), 0.0)
-    return dropped - rx * log_alpha_T
+    dropped = _dropped_part(r, x, log_alpha_T, m.log(alpha + t_x), log_ratio, modified=modified)
+    return dropped - (r + x) * log_alpha_T
+
+
+def _dropped_part(r, x, log_alpha_T, log_alpha_tx, log_ratio, *, modified=False):
+    """``log(1 + a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x))``, 0 where ``x = 0`` (BG/NBD):
+    the weight of "dropped out right after the last purchase", given ``log(alpha+T)``
+    and ``log(alpha+t_x)`` (computed once per distinct age and recency when grouped)."""
+    m = ops_for(r, x, log_alpha_T, log_alpha_tx, log_ratio)
+    z = log_ratio + (r + x) * (log_alpha_T - log_alpha_tx)
+    return m.softplus(z) if modified else m.where(x > 0, m.softplus(z), 0.0)
 
 
 def bgnbd_logp(r, alpha, a, b, x, t_x, T):

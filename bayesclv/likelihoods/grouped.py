@@ -5,7 +5,11 @@ not depend on the customer: some depend only on the segment's parameters (e.g.
 ``log Gamma(r)``), some on the parameters and the frequency ``x`` (e.g.
 ``log Gamma(r + x)``, ``log B(a, b + x)``). :func:`grouped_loglik` evaluates each group of
 terms once per segment, once per distinct ``(segment, x)``, and only the rest per
-distinct customer row, then weights each by how many customers share it. The terms are
+distinct customer row, then weights each by how many customers share it. For BG/NBD the
+logarithms of ``alpha + T`` and ``alpha + t_x`` are computed once per distinct
+``(segment, T)`` and ``(segment, t_x)`` (ages and recencies take few distinct values), and
+the ``-(r + x) log(alpha + T)`` term is summed per ``(segment, T)`` with weights
+``sum(w)`` and ``sum(w x)``, so each customer row costs one ``softplus``. The terms are
 the very functions the per-customer log-densities are made of (one implementation per
 formula); the per-customer functions remain the reference, and tests check that the two
 sums agree.
@@ -16,7 +20,7 @@ BG/NBD log-likelihood and gradient: see ``benchmarks/bench_fit_speed.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +30,14 @@ from bayesclv.likelihoods._ops import ops_for
 from bayesclv.likelihoods.pareto_nbd import pareto_nbd_logp
 
 __all__ = ["Groups", "make_groups", "grouped_loglik"]
+
+
+def _no_index():
+    return np.zeros(0, dtype=np.int64)
+
+
+def _no_value():
+    return np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,17 @@ class Groups:
     fx_x: np.ndarray  # (pairs,) x of each distinct (segment, x)
     fx_weight: np.ndarray  # (pairs,) customers per pair
     seg_weight: np.ndarray  # (n_segments,) customers per segment
+    # BG/NBD only (data (x, t_x, T)); empty otherwise. Distinct (segment, T) and
+    # (segment, t_x), each row's index into them, and per (segment, T) the customers
+    # and their repeat purchases.
+    age_idx: np.ndarray = field(default_factory=_no_index)
+    age_seg: np.ndarray = field(default_factory=_no_index)
+    age_T: np.ndarray = field(default_factory=_no_value)
+    age_weight: np.ndarray = field(default_factory=_no_value)
+    age_weight_x: np.ndarray = field(default_factory=_no_value)
+    rec_idx: np.ndarray = field(default_factory=_no_index)
+    rec_seg: np.ndarray = field(default_factory=_no_index)
+    rec_t: np.ndarray = field(default_factory=_no_value)
 
 
 def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> Groups:
@@ -49,16 +72,34 @@ def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> G
     x = np.asarray(data[0], dtype=np.float64)
     pairs, fx = np.unique(np.column_stack([seg, x]), axis=0, return_inverse=True)
     fx = fx.ravel()
+    weight = np.asarray(weight, dtype=np.float64)
+    times = {}
+    if len(data) == 3:
+        t_x, T = (np.asarray(d, dtype=np.float64) for d in data[1:])
+        ages, age_idx = np.unique(np.column_stack([seg, T]), axis=0, return_inverse=True)
+        recs, rec_idx = np.unique(np.column_stack([seg, t_x]), axis=0, return_inverse=True)
+        age_idx, rec_idx = age_idx.ravel(), rec_idx.ravel()
+        times = dict(
+            age_idx=age_idx,
+            age_seg=ages[:, 0].astype(np.int64),
+            age_T=ages[:, 1],
+            age_weight=np.bincount(age_idx, weights=weight, minlength=len(ages)),
+            age_weight_x=np.bincount(age_idx, weights=weight * x, minlength=len(ages)),
+            rec_idx=rec_idx,
+            rec_seg=recs[:, 0].astype(np.int64),
+            rec_t=recs[:, 1],
+        )
     return Groups(
         n_segments=n_segments,
         seg=seg,
         data=tuple(np.asarray(d, dtype=np.float64) for d in data),
-        weight=np.asarray(weight, dtype=np.float64),
+        weight=weight,
         fx=fx,
         fx_seg=pairs[:, 0].astype(np.int64),
         fx_x=pairs[:, 1],
         fx_weight=np.bincount(fx, weights=weight, minlength=len(pairs)),
         seg_weight=np.bincount(seg, weights=weight, minlength=n_segments),
+        **times,
     )
 
 
@@ -78,10 +119,24 @@ def grouped_loglik(kind: str, params: dict, g: Groups):
         freq, log_ratio = _bg._frequency_part(
             at_pair["r"], at_pair["a"], at_pair["b"], g.fx_x, modified=modified
         )
-        timing = _bg._timing_part(
-            at_row["r"], at_row["alpha"], x, t_x, T, log_ratio[g.fx], modified=modified
+        log_age = m.log(P["alpha"][g.age_seg] + g.age_T)  # log(alpha + T), per (segment, T)
+        log_rec = m.log(P["alpha"][g.rec_seg] + g.rec_t)  # log(alpha + t_x), per (segment, t_x)
+        dropped = _bg._dropped_part(
+            at_row["r"],
+            x,
+            log_age[g.age_idx],
+            log_rec[g.rec_idx],
+            log_ratio[g.fx],
+            modified=modified,
         )
-        return m.sum(g.seg_weight * seg_part) + m.sum(g.fx_weight * freq) + m.sum(g.weight * timing)
+        # -(r + x) log(alpha + T), summed over the customers of each (segment, T)
+        age_part = -(P["r"][g.age_seg] * g.age_weight + g.age_weight_x) * log_age
+        return (
+            m.sum(g.seg_weight * seg_part)
+            + m.sum(g.fx_weight * freq)
+            + m.sum(age_part)
+            + m.sum(g.weight * dropped)
+        )
     if kind == "gamma_gamma":
         x, zbar = g.data
         seg_part = _gg._segment_part(P["q"], P["v"])
