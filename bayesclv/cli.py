@@ -66,7 +66,7 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     """Fit the purchase model and Gamma-Gamma, save both, and return the run summary."""
     from bayesclv import models
     from bayesclv.diagnostics import convergence_report
-    from bayesclv.fit import fit, save_fit
+    from bayesclv.fit import fit, fit_many, save_fit
     from bayesclv.summary import atomic_write
 
     builders = {
@@ -84,26 +84,51 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     run_id = uuid.uuid4().hex
     reports = {}
     fits = {}
-    roles = (("purchase", builders[settings.model]), ("spend", models.build_gamma_gamma))
-    for role, builder in roles:
-        name = settings.model if role == "purchase" else "gamma_gamma"
-        _log(f"fitting {name} ({settings.pooling} pooling, {rfm.n_segments} segments, "
-             f"{settings.sampler}, {settings.chains} chains x {settings.draws} draws)")
-        t0 = time.perf_counter()
-        idata = fit(
-            builder(rfm, pooling=settings.pooling),
-            sampler=settings.sampler,
-            draws=settings.draws,
-            tune=settings.tune,
-            chains=settings.chains,
-            target_accept=settings.target_accept,
-            random_seed=settings.random_seed,
-            progressbar=settings.progressbar,
+    names = {"purchase": settings.model, "spend": "gamma_gamma"}
+    built = {
+        "spend": models.build_gamma_gamma(rfm, pooling=settings.pooling),
+        "purchase": builders[settings.model](rfm, pooling=settings.pooling),
+    }
+    fit_kwargs = dict(
+        sampler=settings.sampler,
+        draws=settings.draws,
+        tune=settings.tune,
+        chains=settings.chains,
+        target_accept=settings.target_accept,
+        random_seed=settings.random_seed,
+        progressbar=settings.progressbar,
+    )
+    # nutpie compiles each model single-threaded for tens of seconds: fit the two models
+    # at once (Gamma-Gamma in a worker process) so the compilations overlap. Same draws
+    # as one after the other (benchmarks/bench_master_partial.py measures both).
+    concurrent = settings.sampler == "nutpie"
+    t0 = time.perf_counter()
+    if concurrent:
+        _log(
+            f"fitting {names['purchase']} and gamma_gamma at the same time ({settings.pooling} "
+            f"pooling, {rfm.n_segments} segments, {settings.sampler}, {settings.chains} chains "
+            f"x {settings.draws} draws; gamma_gamma in a worker process)"
         )
+        results = dict(zip(built, fit_many(list(built.values()), **fit_kwargs), strict=True))
+    else:
+        results = {}
+        for role, model in built.items():
+            _log(
+                f"fitting {names[role]} ({settings.pooling} pooling, {rfm.n_segments} "
+                f"segments, {settings.sampler}, {settings.chains} chains x {settings.draws} "
+                "draws)"
+            )
+            t1 = time.perf_counter()
+            results[role] = fit(model, **fit_kwargs)
+            _log(f"{names[role]}: {time.perf_counter() - t1:.1f} s")
+    if concurrent:
+        _log(f"both fitted in {time.perf_counter() - t0:.1f} s")
+    for role in ("purchase", "spend"):
+        idata = results[role]
         report = convergence_report(idata)
         idata.attrs["convergence"] = json.dumps(report.to_dict(), default=str)
         idata.attrs["run_id"] = run_id
-        _log(f"{name}: {time.perf_counter() - t0:.1f} s; convergence: {report.verdict}")
+        _log(f"{names[role]}: convergence: {report.verdict}")
         save_fit(idata, out_dir / f"{role}_fit.nc")
         reports[role] = report
         fits[role] = idata
@@ -226,8 +251,10 @@ def score_and_export(
     from bayesclv.fit import posterior_params
     from bayesclv.summary import export, totals_table
 
-    _log(f"scoring {rfm.n_customers:,} customers ({method} CLV, horizon {horizon:g} "
-         f"{rfm.time_unit}s)")
+    _log(
+        f"scoring {rfm.n_customers:,} customers ({method} CLV, horizon {horizon:g} "
+        f"{rfm.time_unit}s)"
+    )
     scores = score_customers(
         posterior_params(purchase),
         posterior_params(spend),
@@ -375,8 +402,10 @@ def run_demo(args) -> int:
     figures["p_alive_matrix.png"] = fig
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     plotting.plot_clv_distribution(
-        scored["scores"].totals["segment_total"], label=f"{args.horizon:g}-week CLV",
-        currency="$", ax=ax,
+        scored["scores"].totals["segment_total"],
+        label=f"{args.horizon:g}-week CLV",
+        currency="$",
+        ax=ax,
     )
     figures["clv_by_segment.png"] = fig
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -399,98 +428,161 @@ def run_demo(args) -> int:
     print("segment totals:")
     print(scored["totals"].to_string(index=False))
     print("top customers:")
-    print(top[["customer_id", "segment", "clv_mean", "clv_lower", "clv_upper", "p_alive"]]
-          .to_string(index=False))
+    print(
+        top[["customer_id", "segment", "clv_mean", "clv_lower", "clv_upper", "p_alive"]].to_string(
+            index=False
+        )
+    )
     print(f"outputs in {out.resolve()}")
     return 0
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=sorted(_BUILDERS), default="bgnbd",
-                   help="purchase model (default: bgnbd); spend is always Gamma-Gamma")
+    p.add_argument(
+        "--model",
+        choices=sorted(_BUILDERS),
+        default="bgnbd",
+        help="purchase model (default: bgnbd); spend is always Gamma-Gamma",
+    )
     p.add_argument("--pooling", choices=["partial", "complete", "none"], default="partial")
-    p.add_argument("--sampler", choices=["pymc", "nutpie", "map", "laplace", "advi"],
-                   default=_default_sampler(),
-                   help="default: nutpie if installed, else pymc; 'laplace' is a fast Normal "
-                        "approximation for millions of customers")
-    p.add_argument("--round-times", type=float, default=0.0, metavar="STEP",
-                   help="round recency and age to multiples of STEP time units before "
-                        "fitting (fewer distinct rows, faster; default 0: no rounding)")
+    p.add_argument(
+        "--sampler",
+        choices=["pymc", "nutpie", "map", "laplace", "advi"],
+        default=_default_sampler(),
+        help="default: nutpie if installed, else pymc; 'laplace' is a fast Normal "
+        "approximation for millions of customers",
+    )
+    p.add_argument(
+        "--round-times",
+        type=float,
+        default=0.0,
+        metavar="STEP",
+        help="round recency and age to multiples of STEP time units before "
+        "fitting (fewer distinct rows, faster; default 0: no rounding)",
+    )
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--target-accept", type=float, default=0.9,
-                   help="NUTS target acceptance (default 0.9)")
+    p.add_argument(
+        "--target-accept", type=float, default=0.9, help="NUTS target acceptance (default 0.9)"
+    )
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--allow-bad-fit", action="store_true",
-                   help="continue (exit 0) even if a fit fails its convergence checks")
+    p.add_argument(
+        "--allow-bad-fit",
+        action="store_true",
+        help="continue (exit 0) even if a fit fails its convergence checks",
+    )
 
 
 def _add_score_options(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
-    p.add_argument("--horizon", type=float, default=52.0,
-                   help="CLV horizon in the data's time unit (default 52)")
-    p.add_argument("--discount-rate", type=float, default=0.10,
-                   help="discount rate per --discount-period (default 0.10)")
-    p.add_argument("--discount-period", type=float, default=52.0,
-                   help="length of the discount rate's period in time units (default 52: "
-                        "an annual rate with weekly data)")
+    p.add_argument(
+        "--horizon",
+        type=float,
+        default=52.0,
+        help="CLV horizon in the data's time unit (default 52)",
+    )
+    p.add_argument(
+        "--discount-rate",
+        type=float,
+        default=0.10,
+        help="discount rate per --discount-period (default 0.10)",
+    )
+    p.add_argument(
+        "--discount-period",
+        type=float,
+        default=52.0,
+        help="length of the discount rate's period in time units (default 52: "
+        "an annual rate with weekly data)",
+    )
     p.add_argument("--discounting", choices=["per_period", "continuous"], default="per_period")
     p.add_argument("--margin", type=float, default=1.0, help="profit margin (default 1)")
     p.add_argument("--prob", type=float, default=0.94, help="interval probability")
     p.add_argument("--interval", choices=["eti", "hdi"], default="eti")
-    p.add_argument("--method", choices=["expected", "simulate"], default="simulate",
-                   help="'simulate': full posterior predictive CLV (purchases, dropout and "
-                        "spend simulated); 'expected': expected CLV per draw")
+    p.add_argument(
+        "--method",
+        choices=["expected", "simulate"],
+        default="simulate",
+        help="'simulate': full posterior predictive CLV (purchases, dropout and "
+        "spend simulated); 'expected': expected CLV per draw",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayesclv",
         description="Hierarchical Bayesian customer lifetime value (BG/NBD, Pareto/NBD, "
-                    "Gamma-Gamma) with credible intervals.",
+        "Gamma-Gamma) with credible intervals.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the whole pipeline on the built-in CDNOW data",
-                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on the built-in CDNOW data",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo.add_argument("--out", default="bayesclv-output", help="output folder")
-    demo.add_argument("--which", choices=["sample", "master"], default="sample",
-                      help="CDNOW 1/10 sample (2,357 customers) or the master (23,570)")
+    demo.add_argument(
+        "--which",
+        choices=["sample", "master"],
+        default="sample",
+        help="CDNOW 1/10 sample (2,357 customers) or the master (23,570)",
+    )
     demo.add_argument("--format", choices=["csv", "parquet", "xlsx"], default="csv")
     _add_fit_options(demo)
     _add_score_options(demo)
 
-    fitp = sub.add_parser("fit", help="fit purchase + spend models to a transaction log",
-                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fitp = sub.add_parser(
+        "fit",
+        help="fit purchase + spend models to a transaction log",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     fitp.add_argument("transactions", help="CSV or Parquet transaction log")
     fitp.add_argument("--customer-col", required=True)
     fitp.add_argument("--date-col", required=True)
     fitp.add_argument("--amount-col", required=True)
     fitp.add_argument("--segment-col", default=None)
     fitp.add_argument("--time-unit", default="week", choices=["day", "week", "month", "year"])
-    fitp.add_argument("--calibration-end", default=None,
-                      help="last day of the calibration period (default: last day in data)")
+    fitp.add_argument(
+        "--calibration-end",
+        default=None,
+        help="last day of the calibration period (default: last day in data)",
+    )
     fitp.add_argument("--observation-end", default=None)
     fitp.add_argument("--negative-amounts", choices=["error", "drop"], default="error")
     fitp.add_argument("--zero-amounts", choices=["keep", "drop"], default="keep")
     fitp.add_argument("--duplicates", choices=["keep", "drop"], default="keep")
-    fitp.add_argument("--encoding", default="utf-8",
-                      help="text encoding of a CSV log (default utf-8), e.g. latin-1, cp1252")
+    fitp.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="text encoding of a CSV log (default utf-8), e.g. latin-1, cp1252",
+    )
     fitp.add_argument("--out", required=True, help="folder for the fitted models")
     _add_fit_options(fitp)
 
-    score = sub.add_parser("score", help="score customers of a fit and export CLV intervals",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    score = sub.add_parser(
+        "score",
+        help="score customers of a fit and export CLV intervals",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     score.add_argument("fit_dir", help="folder written by 'bayesclv fit'")
-    score.add_argument("--out", required=True,
-                       help="output file: .csv, .parquet or .xlsx (segment totals go beside it)")
+    score.add_argument(
+        "--out",
+        required=True,
+        help="output file: .csv, .parquet or .xlsx (segment totals go beside it)",
+    )
     score.add_argument("--seed", type=int, default=2024)
-    score.add_argument("--allow-bad-fit", action="store_true",
-                       help="score even if a fit failed its convergence checks (the verdict "
-                            "is written into the output's metadata)")
+    score.add_argument(
+        "--allow-bad-fit",
+        action="store_true",
+        help="score even if a fit failed its convergence checks (the verdict "
+        "is written into the output's metadata)",
+    )
     _add_score_options(score)
     return parser
 
@@ -505,8 +597,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args)
         if args.command == "fit":
             rfm = _rfm_from_args(args)
-            res = fit_models(rfm, _settings_from_args(args), Path(args.out),
-                             allow_bad_fit=args.allow_bad_fit)
+            res = fit_models(
+                rfm, _settings_from_args(args), Path(args.out), allow_bad_fit=args.allow_bad_fit
+            )
             print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
             return 0
         purchase, spend, rfm, _ = _load_fit_dir(Path(args.fit_dir))
@@ -528,10 +621,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_BAD_FIT
         score_and_export(
-            purchase, spend, rfm, out,
-            horizon=args.horizon, discount_rate=args.discount_rate,
-            discount_period=args.discount_period, discounting=args.discounting,
-            margin=args.margin, prob=args.prob, kind=args.interval, method=args.method,
+            purchase,
+            spend,
+            rfm,
+            out,
+            horizon=args.horizon,
+            discount_rate=args.discount_rate,
+            discount_period=args.discount_period,
+            discounting=args.discounting,
+            margin=args.margin,
+            prob=args.prob,
+            kind=args.interval,
+            method=args.method,
             random_seed=args.seed,
         )
         return 0

@@ -28,6 +28,7 @@ from bayesclv.transforms import NATURAL, TRANSFORMS, UNCONSTRAINED
 __all__ = [
     "SAMPLERS",
     "fit",
+    "fit_many",
     "posterior_params",
     "population_params",
     "save_fit",
@@ -99,9 +100,12 @@ def fit(
     progressbar : bool, optional
         Default: on in interactive use (a terminal or a notebook), off otherwise.
     init : {"auto", "map", "default"}
-        Where NUTS chains start. ``"auto"`` (default): for partial pooling with
-        ``parameterization="auto"``, at the start the builder derived from each segment's
-        own mode (no search needed; each chain nudged a little); otherwise as ``"map"``.
+        Where NUTS chains start. ``"auto"`` (default): at the start the builder derived
+        on the NumPy log-likelihood, each chain nudged a little: for complete and no
+        pooling the posterior mode itself, for partial pooling with
+        ``parameterization="auto"`` the point implied by each segment's own mode. No
+        compiled MAP search is needed (on the CDNOW sample's Pareto/NBD that search took
+        18-42 s); otherwise as ``"map"``.
         ``"map"``: at the posterior mode found by a
         quick L-BFGS run, each chain nudged by a small random step on the unbounded
         parameters. With many customers the posterior is very narrow and far from the
@@ -276,6 +280,60 @@ def fit(
     return idata
 
 
+def fit_many(
+    models: list[pm.Model],
+    *,
+    concurrent: bool = True,
+    **fit_kwargs,
+) -> list[az.InferenceData]:
+    """Fit several independent models (e.g. a purchase model and Gamma-Gamma) at once.
+
+    Each model gets ``fit(model, **fit_kwargs)``; the results come back in the order of
+    ``models`` and are the same draws as fitting them one after the other with the same
+    ``random_seed``. With ``concurrent=True`` (default) all models but the last are fitted
+    in worker processes while the last one is fitted here. What overlaps is mostly
+    compilation, which is single-threaded (nutpie's numba compilation of a model takes
+    tens of seconds and leaves the other cores idle). Measured on the CDNOW master,
+    partial pooling, BG/NBD + Gamma-Gamma, nutpie 4 x 1000, 2 cores:
+    ``benchmarks/bench_master_partial.py`` (``--sequential`` for the one-by-one time).
+
+    Workers are started with the ``spawn`` method (no ``fork`` of a process that already
+    runs sampler threads), so each pays an import of PyMC (a few seconds). A worker's
+    error is raised here. Progress bars are shown for the model fitted here only.
+    """
+    models = list(models)
+    if not models:
+        return []
+    if not concurrent or len(models) == 1:
+        return [fit(model, **fit_kwargs) for model in models]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import cloudpickle
+
+    child_kwargs = {**fit_kwargs, "progressbar": False}
+    payloads = [
+        cloudpickle.dumps((model, model_spec(model), child_kwargs)) for model in models[:-1]
+    ]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(payloads), mp_context=ctx) as pool:
+        futures = [pool.submit(_fit_payload, payload) for payload in payloads]
+        last = fit(models[-1], **fit_kwargs)
+        results = [future.result() for future in futures]
+    return [*results, last]
+
+
+def _fit_payload(payload: bytes) -> az.InferenceData:
+    """Worker side of :func:`fit_many`: unpickle a model and its spec, fit it."""
+    import cloudpickle
+
+    from bayesclv.models._common import register_spec
+
+    model, spec, kwargs = cloudpickle.loads(payload)
+    register_spec(model, spec)
+    return fit(model, **kwargs)
+
+
 def _jittered_starts(model, start: dict, chains: int, random_seed) -> list[dict]:
     """One start per chain: ``start`` with small random steps on the unbounded scale."""
     rng = np.random.default_rng(random_seed)
@@ -362,7 +420,10 @@ def _laplace(
         return -float(value), -np.asarray(grad, dtype=np.float64)
 
     res = scipy.optimize.minimize(
-        negative, x0.data, jac=True, method="L-BFGS-B",
+        negative,
+        x0.data,
+        jac=True,
+        method="L-BFGS-B",
         options={"maxiter": 10_000, "maxfun": 20_000, "gtol": 1e-8, "ftol": 1e-14},
     )
     mode = res.x

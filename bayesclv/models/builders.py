@@ -89,6 +89,11 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
     information = None
     if pooling == "partial" and parameterization == "auto":
         information = _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm)
+        start = _auto_start(prior_by_name, information, priors.segment_sigma)
+    elif pooling == "partial":
+        start = None
+    else:
+        start = _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling)
 
     coords = {"segment": list(rfm.segment_names)}
     with pm.Model(coords=coords) as model:
@@ -125,10 +130,12 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
                 # Gamma-Gamma: repeat buyers whose repeat purchases were all free (zbar = 0)
                 # have no positive spend to model; they are counted, not hidden.
                 "excluded_zero_spend": n_zero_spend if kind == "gamma_gamma" else 0,
-                # Where NUTS can start without a MAP search (parameterization="auto"):
-                # every population mean at the data-weighted centre (nu = 0), each
-                # segment at its conditional mean (z = 0).
-                "start": _auto_start(prior_by_name, information, priors.segment_sigma),
+                # Where NUTS can start without a MAP search (compiled model): for
+                # partial pooling with parameterization="auto", every population mean
+                # at the data-weighted centre (nu = 0), each segment at its conditional
+                # mean (z = 0); for complete and no pooling, the posterior mode itself,
+                # found on the NumPy log-likelihood (the same formulas).
+                "start": start,
             },
         ),
     )
@@ -148,8 +155,25 @@ def _auto_start(prior_by_name, information, segment_sigma):
     return start
 
 
-def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm):
-    """Each segment's own posterior mode and sd (NumPy likelihood + its prior)."""
+def _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling):
+    """The posterior mode of a completely pooled or unpooled model, as a start for NUTS.
+
+    With these poolings each free variable is one of the model's unconstrained
+    parameters with its Normal prior, so the mode is the one the NumPy log posterior
+    gives (:func:`_segment_information`, all customers together or each segment on its
+    own): no PyTensor compilation and no MAP search in the compiled model.
+    """
+    centre = _segment_information(
+        kind, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=pooling == "complete"
+    )[0]
+    if pooling == "complete":
+        return {name: float(centre[0, j]) for j, name in enumerate(prior_by_name)}
+    return {name: [float(c) for c in centre[:, j]] for j, name in enumerate(prior_by_name)}
+
+
+def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=False):
+    """Each segment's own posterior mode and sd (NumPy likelihood + its prior); with
+    ``pooled_only``, the mode and sd of all customers together (one row)."""
     from scipy.stats import norm
 
     names = list(prior_by_name)
@@ -166,10 +190,12 @@ def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm):
             ll = logp(*(nat[n] for n in NATURAL[kind]), *(d[keep] for d in data))
         return float(np.sum(weights[keep] * ll) + norm.logpdf(theta, prior_mu, prior_sd).sum())
 
-    pooled, _ = segment_information(
+    pooled = segment_information(
         lambda theta, _k: log_posterior(theta, -1), len(names), 1, prior_sd, prior_mu
     )
-    return segment_information(log_posterior, len(names), rfm.n_segments, prior_sd, pooled[0])
+    if pooled_only:
+        return pooled
+    return segment_information(log_posterior, len(names), rfm.n_segments, prior_sd, pooled[0][0])
 
 
 _COMMON_DOC = """
