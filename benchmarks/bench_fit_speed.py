@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="cores for pymc-marketing's pm.sample; default: its own default "
                     "(PyMC's min(4, cpu_count() // 2): 1 on 2 CPUs)")  # fmt: skip
     ap.add_argument("--pareto-repeats", type=int, default=1)
-    ap.add_argument("--pareto-samplers", default="nutpie,pymc")
+    ap.add_argument("--pareto-samplers", default="nutpie-jax,nutpie")
     ap.add_argument("--pareto-peer-timeout", type=float, default=480.0)
     ap.add_argument("--hier-samplers", default="nutpie,pymc")
     ap.add_argument("--mle-repeats", type=int, default=7)

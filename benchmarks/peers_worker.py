@@ -97,9 +97,12 @@ def run_ours(job: dict, df: pd.DataFrame) -> dict:
              "gamma_gamma": build_gamma_gamma}[model]  # fmt: skip
     pm_model = build(rfm, pooling=job.get("pooling", "complete"))
     build_s = time.perf_counter() - t0
+    # "nutpie-jax": nutpie with its JAX backend (fit's nutpie_backend="jax")
+    sampler, _, backend = method.partition("-")
     idata = fit(
         pm_model,
-        sampler=method,
+        sampler=sampler,
+        **({"nutpie_backend": backend} if backend else {}),
         draws=job["draws"],
         tune=job["tune"],
         chains=job["chains"],

@@ -40,3 +40,22 @@ def test_fit_many_raises_a_worker_error(small):
     with pytest.raises(Exception, match="(?i)initial (evaluation|energy)"):
         fit_many([broken, good], sampler="pymc", draws=10, tune=10, chains=1, cores=1)
     assert fit_many([], sampler="map") == []
+
+
+def test_nutpie_jax_backend_matches_numba_posterior(small):
+    """nutpie_backend="jax" samples the same posterior (means within 3 MC standard errors
+    of the numba backend's) and records the backend."""
+    pytest.importorskip("jax")
+    model = build_gamma_gamma(small, pooling="complete")
+    kwargs = dict(sampler="nutpie", draws=300, tune=300, chains=2, random_seed=5)
+    jax_fit = fit(model, nutpie_backend="jax", **kwargs)
+    numba_fit = fit(model, **kwargs)
+    assert jax_fit.attrs["nutpie_backend"] == "jax"
+    assert numba_fit.attrs["nutpie_backend"] == "numba"
+    for name in ("p", "q", "v"):
+        a = jax_fit.posterior[name].values.ravel()
+        b = numba_fit.posterior[name].values.ravel()
+        se = np.sqrt(a.var() / 150 + b.var() / 150)  # ~ESS 150 per fit, conservative
+        assert abs(a.mean() - b.mean()) < 3 * se, name
+    with pytest.raises(Exception, match="nutpie_backend"):
+        fit(model, nutpie_backend="cuda", **kwargs)
