@@ -37,6 +37,17 @@ def _frequency_part(p, q, x):
 
 
 def _spend_part(p, q, v, x, zbar):
+    return _spend_data_part(p, x, zbar) + _spend_scale_part(p, q, v, x, zbar)
+
+
+def _spend_data_part(p, x, zbar):
+    """``(p x - 1) log(x zbar)``: linear in ``p``, so a sum over customers needs only
+    ``sum(w x log(x zbar))`` and ``sum(w log(x zbar))`` per segment."""
+    m = ops_for(p, x, zbar)
+    return (p * x - 1.0) * m.log(x * zbar)
+
+
+def _spend_scale_part(p, q, v, x, zbar):
+    """``-(p x + q) log(v + x zbar)``: the one term that needs each customer."""
     m = ops_for(p, q, v, x, zbar)
-    px = p * x
-    return (px - 1.0) * m.log(x * zbar) - (px + q) * m.log(v + x * zbar)
+    return -(p * x + q) * m.log(v + x * zbar)

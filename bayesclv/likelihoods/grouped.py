@@ -9,7 +9,9 @@ distinct customer row, then weights each by how many customers share it. For BG/
 logarithms of ``alpha + T`` and ``alpha + t_x`` are computed once per distinct
 ``(segment, T)`` and ``(segment, t_x)`` (ages and recencies take few distinct values), and
 the ``-(r + x) log(alpha + T)`` term is summed per ``(segment, T)`` with weights
-``sum(w)`` and ``sum(w x)``, so each customer row costs one ``softplus``. The terms are
+``sum(w)`` and ``sum(w x)``, so each customer row costs one ``softplus``; for
+Gamma-Gamma the term linear in ``p`` is summed per segment from two data sums, leaving
+one ``log(v + x zbar)`` per customer row. The terms are
 the very functions the per-customer log-densities are made of (one implementation per
 formula); the per-customer functions remain the reference, and tests check that the two
 sums agree.
@@ -64,6 +66,10 @@ class Groups:
     rec_idx: np.ndarray = field(default_factory=_no_index)
     rec_seg: np.ndarray = field(default_factory=_no_index)
     rec_t: np.ndarray = field(default_factory=_no_value)
+    # Gamma-Gamma only (data (x, zbar)): per segment, sum(w x log(x zbar)) and
+    # sum(w log(x zbar)), the data in the term that is linear in p.
+    spend_x_log: np.ndarray = field(default_factory=_no_value)
+    spend_log: np.ndarray = field(default_factory=_no_value)
 
 
 def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> Groups:
@@ -88,6 +94,12 @@ def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> G
             rec_idx=rec_idx,
             rec_seg=recs[:, 0].astype(np.int64),
             rec_t=recs[:, 1],
+        )
+    if len(data) == 2:
+        log_xz = np.log(x * np.asarray(data[1], dtype=np.float64))
+        times = dict(
+            spend_x_log=np.bincount(seg, weights=weight * x * log_xz, minlength=n_segments),
+            spend_log=np.bincount(seg, weights=weight * log_xz, minlength=n_segments),
         )
     return Groups(
         n_segments=n_segments,
@@ -141,8 +153,15 @@ def grouped_loglik(kind: str, params: dict, g: Groups):
         x, zbar = g.data
         seg_part = _gg._segment_part(P["q"], P["v"])
         freq = _gg._frequency_part(at_pair["p"], at_pair["q"], g.fx_x)
-        spend = _gg._spend_part(at_row["p"], at_row["q"], at_row["v"], x, zbar)
-        return m.sum(g.seg_weight * seg_part) + m.sum(g.fx_weight * freq) + m.sum(g.weight * spend)
+        # (p x - 1) log(x zbar), summed per segment from its two data sums
+        linear = P["p"] * g.spend_x_log - g.spend_log
+        scale = _gg._spend_scale_part(at_row["p"], at_row["q"], at_row["v"], x, zbar)
+        return (
+            m.sum(g.seg_weight * seg_part)
+            + m.sum(g.fx_weight * freq)
+            + m.sum(linear)
+            + m.sum(g.weight * scale)
+        )
     if kind == "pareto_nbd":
         x, t_x, T = g.data
         ll = pareto_nbd_logp(at_row["r"], at_row["alpha"], at_row["s"], at_row["beta"], x, t_x, T)
