@@ -57,6 +57,7 @@ class FitSettings:
     target_accept: float = 0.9
     random_seed: int = 2024
     progressbar: bool = True
+    nutpie_backend: str = "numba"
 
 
 _BUILDERS = {"bgnbd", "mbgnbd", "pareto_nbd"}
@@ -97,6 +98,7 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
         target_accept=settings.target_accept,
         random_seed=settings.random_seed,
         progressbar=settings.progressbar,
+        nutpie_backend=settings.nutpie_backend,
     )
     # nutpie compiles each model single-threaded for tens of seconds: fit the two models
     # at once (Gamma-Gamma in a worker process) so the compilations overlap. Same draws
@@ -346,6 +348,7 @@ def _settings_from_args(args) -> FitSettings:
         target_accept=args.target_accept,
         random_seed=args.seed,
         progressbar=not args.no_progress,
+        nutpie_backend=args.nutpie_backend,
     )
 
 
@@ -451,6 +454,14 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
         default=_default_sampler(),
         help="default: nutpie if installed, else pymc; 'laplace' is a fast Normal "
         "approximation for millions of customers",
+    )
+    p.add_argument(
+        "--nutpie-backend",
+        choices=["numba", "jax"],
+        default="numba",
+        help="how nutpie compiles the models: numba (default; fastest sampling, 15-50 s "
+        "to compile each model) or jax (needs the jax extra; compiles in seconds, samples "
+        "slower: worth it for short fits such as Pareto/NBD on a few thousand customers)",
     )
     p.add_argument(
         "--round-times",

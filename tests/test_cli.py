@@ -97,3 +97,23 @@ def test_laplace_with_rounded_times_scores_every_customer(orders_csv, tmp_path):
     table = pd.read_csv(out)
     assert len(table) == len(customers) and table["customer_id"].is_unique
     assert (table["clv_lower"] <= table["clv_upper"]).all()
+
+
+def test_nutpie_jax_backend_from_the_command_line(orders_csv, tmp_path):
+    pytest.importorskip("jax")
+    pytest.importorskip("nutpie")
+    from bayesclv.fit import load_fit
+
+    path, cal_end = orders_csv
+    fit_dir = tmp_path / "fit"
+    code = main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
+                 "--amount-col", "revenue", "--calibration-end", str(pd.Timestamp(cal_end).date()),
+                 "--sampler", "nutpie", "--nutpie-backend", "jax", "--draws", "100",
+                 "--tune", "100", "--chains", "2", "--out", str(fit_dir), "--no-progress",
+                 "--allow-bad-fit"])  # fmt: skip
+    assert code == 0
+    assert json.loads((fit_dir / "settings.json").read_text())["nutpie_backend"] == "jax"
+    for role in ("purchase", "spend"):
+        idata = load_fit(fit_dir / f"{role}_fit.nc")
+        assert idata.attrs["nutpie_backend"] == "jax"
+        assert idata.posterior.sizes["draw"] == 100
