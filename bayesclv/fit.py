@@ -48,6 +48,16 @@ def _interactive() -> bool:
         return False
 
 
+def _require(module: str, message: str):
+    """Import an optional dependency, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ModelSpecificationError(message) from exc
+
+
 def _version() -> str:
     from bayesclv import __version__
 
@@ -187,21 +197,13 @@ def fit(
                 idata_kwargs={"log_likelihood": False},
             )
     elif sampler == "nutpie":
-        try:
-            import nutpie
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ModelSpecificationError(
-                "sampler='nutpie' needs the nutpie package: pip install 'bayesclv[nutpie]'."
-            ) from exc
+        nutpie = _require(
+            "nutpie", "sampler='nutpie' needs the nutpie package: pip install 'bayesclv[nutpie]'."
+        )
         t1 = time.perf_counter()
         backend = {}
         if nutpie_backend == "jax":
-            try:
-                import jax  # noqa: F401
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ModelSpecificationError(
-                    "nutpie_backend='jax' needs JAX: pip install 'bayesclv[jax]'."
-                ) from exc
+            _require("jax", "nutpie_backend='jax' needs JAX: pip install 'bayesclv[jax]'.")
             backend = {"backend": "jax", "gradient_backend": "jax"}
         if initvals is not None:
             compiled = nutpie.compile_pymc_model(
@@ -231,12 +233,9 @@ def fit(
     elif sampler in ("numpyro", "blackjax"):
         # The same PyMC model, compiled to JAX by PyTensor and sampled by numpyro's or
         # blackjax's NUTS: runs on a GPU when JAX sees one (chains vectorised on it).
-        try:
-            import jax
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ModelSpecificationError(
-                f"sampler={sampler!r} needs JAX and {sampler}: pip install jax {sampler}."
-            ) from exc
+        jax = _require(
+            "jax", f"sampler={sampler!r} needs JAX and {sampler}: pip install jax {sampler}."
+        )
         chain_method = "vectorized" if jax.default_backend() == "gpu" else "parallel"
         with model:
             idata = pm.sample(
