@@ -79,13 +79,13 @@ def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> G
     pairs, fx = np.unique(np.column_stack([seg, x]), axis=0, return_inverse=True)
     fx = fx.ravel()
     weight = np.asarray(weight, dtype=np.float64)
-    times = {}
+    kind_data = {}  # the fields only one model kind uses
     if len(data) == 3:
         t_x, T = (np.asarray(d, dtype=np.float64) for d in data[1:])
         ages, age_idx = np.unique(np.column_stack([seg, T]), axis=0, return_inverse=True)
         recs, rec_idx = np.unique(np.column_stack([seg, t_x]), axis=0, return_inverse=True)
         age_idx, rec_idx = age_idx.ravel(), rec_idx.ravel()
-        times = dict(
+        kind_data = dict(
             age_idx=age_idx,
             age_seg=ages[:, 0].astype(np.int64),
             age_T=ages[:, 1],
@@ -97,7 +97,7 @@ def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> G
         )
     if len(data) == 2:
         log_xz = np.log(x * np.asarray(data[1], dtype=np.float64))
-        times = dict(
+        kind_data = dict(
             spend_x_log=np.bincount(seg, weights=weight * x * log_xz, minlength=n_segments),
             spend_log=np.bincount(seg, weights=weight * log_xz, minlength=n_segments),
         )
@@ -111,7 +111,7 @@ def make_groups(seg: np.ndarray, data, weight: np.ndarray, n_segments: int) -> G
         fx_x=pairs[:, 1],
         fx_weight=np.bincount(fx, weights=weight, minlength=len(pairs)),
         seg_weight=np.bincount(seg, weights=weight, minlength=n_segments),
-        **times,
+        **kind_data,
     )
 
 
