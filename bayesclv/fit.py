@@ -367,7 +367,7 @@ def _jittered_starts(model, start: dict, chains: int, random_seed) -> list[dict]
             if name not in names:
                 continue
             value = np.asarray(value, dtype=np.float64)
-            if name.endswith("_sigma"):
+            if name.endswith(("_sigma", "_cv")):  # positive: jitter on the log scale
                 point[name] = value * np.exp(rng.normal(0.0, 0.1, value.shape))
             else:
                 point[name] = value + rng.normal(0.0, 0.1, value.shape)

@@ -29,11 +29,13 @@ from bayesclv.models import (
 )
 from bayesclv.priors import (
     BGNBDPriors,
+    CVPrior,
     GammaGammaPriors,
     NormalPrior,
     ParetoNBDPriors,
     priors_from_dict,
     priors_to_dict,
+    weak_priors,
 )
 
 PUBLISHED = {
@@ -45,13 +47,7 @@ PUBLISHED = {
 
 def _weak(cls, sigma=10.0):
     """The class's default prior centres with a very wide sigma ("weak priors")."""
-    base = cls()
-    return cls(
-        **{
-            k: NormalPrior(v.mu, sigma) if isinstance(v, NormalPrior) else v
-            for k, v in base.__dict__.items()
-        }
-    )
+    return weak_priors(cls, sigma)
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +235,61 @@ def test_bad_inputs_get_clear_errors(cdnow):
 
 def test_priors_round_trip_through_json():
     for cls in (BGNBDPriors, ParetoNBDPriors, GammaGammaPriors):
-        p = cls()
-        assert priors_from_dict(json.loads(json.dumps(priors_to_dict(p)))) == p
+        for p in (cls(), weak_priors(cls, 7.0)):
+            assert priors_from_dict(json.loads(json.dumps(priors_to_dict(p)))) == p
+    assert isinstance(ParetoNBDPriors().log_s, CVPrior)
+    assert weak_priors(ParetoNBDPriors, 7.0).log_s == CVPrior(7.0)
+    with pytest.raises(ModelSpecificationError, match="CVPrior"):
+        CVPrior(0.0)
+    with pytest.raises(ModelSpecificationError, match="NormalPrior"):
+        ParetoNBDPriors(log_r=2.0)
+
+
+def test_cv_prior_density_is_the_halfnormal_of_the_coefficient_of_variation():
+    """On theta = log s the density (with the Jacobian) integrates to 1, and
+    log_density is the HalfNormal of cv = exp(-theta/2), without the Jacobian."""
+    from scipy import integrate, stats
+
+    prior = CVPrior(2.0)
+    theta = np.linspace(-12.0, 60.0, 200_001)
+    with_jacobian = np.exp(prior.log_density(theta) - 0.5 * theta - math.log(2.0))
+    assert integrate.trapezoid(with_jacobian, theta) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(
+        prior.log_density(theta[::1000]),
+        stats.halfnorm.logpdf(np.exp(-0.5 * theta[::1000]), scale=2.0),
+        rtol=1e-12,
+    )
+    assert prior.center == pytest.approx(-2.0 * math.log(stats.halfnorm.median(scale=2.0)))
+
+
+def test_pareto_nbd_dropout_shape_prior_has_no_plateau(cdnow):
+    """Why log_s has a CVPrior: as s grows (s/beta fixed) the Pareto/NBD likelihood tends
+    to a constant a few units below its maximum, so a Normal on log s leaves the posterior
+    a plateau as long as the prior; the CVPrior's density on log s decays like
+    exp(-log s / 2) there instead."""
+    from scipy import optimize
+
+    x, t_x, T = cdnow.frequency.astype(float), cdnow.recency, cdnow.T
+
+    def profile(log_s):
+        s = math.exp(log_s)
+
+        def nll(th):
+            return -pareto_nbd_logp(
+                math.exp(th[0]), math.exp(th[1]), s, s * math.exp(th[2]), x, t_x, T
+            ).sum()
+
+        opts = {"xatol": 1e-6, "fatol": 1e-6, "maxiter": 4000}
+        start = [math.log(0.5), math.log(10.0), 3.0]
+        res = optimize.minimize(nll, start, method="Nelder-Mead", options=opts)
+        return -res.fun
+
+    peak, far, farther = profile(math.log(0.606)), profile(8.0), profile(12.0)
+    assert 3.0 < peak - far < 8.0  # the plateau is a few log units below the peak ...
+    assert abs(far - farther) < 0.05  # ... and flat
+    prior = ParetoNBDPriors().log_s
+    tail = [float(prior.log_density(t)) - 0.5 * t for t in (8.0, 12.0)]
+    assert tail[0] - tail[1] == pytest.approx(2.0, abs=1e-2)  # e^-2 over 4 units of log s
 
 
 def test_prior_predictive_purchases_are_plausible(cdnow):

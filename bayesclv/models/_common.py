@@ -13,7 +13,7 @@ import pytensor.tensor as pt
 
 from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
-from bayesclv.priors import NormalPrior
+from bayesclv.priors import CVPrior, NormalPrior
 
 POOLINGS = ("complete", "partial", "none")
 PARAMETERIZATIONS = ("auto", "centered", "noncentered")
@@ -149,8 +149,27 @@ def segment_information(
     return center, scale
 
 
+def cv_name(name: str) -> str:
+    """Name of the free coefficient-of-variation variable behind ``name = "log_<k>"``
+    under a :class:`~bayesclv.priors.CVPrior` (e.g. ``log_s`` -> ``s_cv``)."""
+    return name.removeprefix("log_") + "_cv"
+
+
+def _prior_rv(name: str, prior: NormalPrior | CVPrior, dims=None) -> pt.TensorVariable:
+    """A free variable with the prior of unconstrained parameter ``name``, on that scale.
+
+    A :class:`NormalPrior` is the free variable itself; a :class:`CVPrior` samples the
+    coefficient of variation ``cv ~ HalfNormal(sigma)`` (named :func:`cv_name`) and
+    returns ``log k = -2 log cv``.
+    """
+    if isinstance(prior, CVPrior):
+        cv = pm.HalfNormal(cv_name(name), prior.sigma, dims=dims)
+        return -2.0 * pt.log(cv)
+    return pm.Normal(name, prior.mu, prior.sigma, dims=dims)
+
+
 def unconstrained_params(
-    priors_by_name: dict[str, NormalPrior],
+    priors_by_name: dict[str, NormalPrior | CVPrior],
     *,
     pooling: str,
     n_segments: int,
@@ -165,6 +184,9 @@ def unconstrained_params(
 
     - complete: one Normal per parameter, broadcast to every segment.
     - none: an independent Normal per segment with the spec's prior.
+    - a :class:`~bayesclv.priors.CVPrior` replaces the Normal by its coefficient of
+      variation (see :func:`_prior_rv`); the parameter itself is then a Deterministic
+      (complete, none) or the population mean ``{name}_mu`` is (partial).
     - partial: ``mu ~ spec prior``, ``sigma ~ HalfNormal(segment_sigma)``; segments with
       ``centered`` true draw ``theta_s ~ Normal(mu, sigma)``, the others
       ``theta_s = mu + sigma * z_s`` with ``z_s ~ Normal(0, 1)``.
@@ -184,35 +206,45 @@ def unconstrained_params(
     out: dict[str, pt.TensorVariable] = {}
     ones = pt.ones((n_segments,))
     for name, prior in priors_by_name.items():
+        shape_prior = isinstance(prior, CVPrior)
         if pooling == "complete":
-            theta = pm.Normal(name, prior.mu, prior.sigma)
+            theta = _prior_rv(name, prior)
+            if shape_prior:
+                theta = pm.Deterministic(name, theta)
             out[name] = theta * ones
         elif pooling == "none":
-            out[name] = pm.Normal(name, prior.mu, prior.sigma, dims="segment")
+            theta = _prior_rv(name, prior, dims="segment")
+            out[name] = pm.Deterministic(name, theta, dims="segment") if shape_prior else theta
         else:
             if information is not None:
                 sigma = pm.HalfNormal(f"{name}_sigma", segment_sigma)
                 j = list(priors_by_name).index(name)
                 c = pt.as_tensor_variable(information[0][:, j])
                 sd = pt.as_tensor_variable(information[1][:, j])
-                # mu given sigma, with each segment's data summarised as c_s ~ N(mu,
-                # sigma^2 + sd_s^2): precision `prec`, mean `centre`; nu is mu in units
-                # of that sd, with the exact law that gives mu ~ Normal(prior).
-                w = 1.0 / (sigma**2 + sd**2)
-                prec = pt.sum(w) + 1.0 / prior.sigma**2
-                centre = (pt.sum(w * c) + prior.mu / prior.sigma**2) / prec
-                root_prec = pt.sqrt(prec)
-                nu = pm.Normal(
-                    f"{name}_nu", (prior.mu - centre) * root_prec, prior.sigma * root_prec
-                )
-                mu = pm.Deterministic(f"{name}_mu", centre + nu / root_prec)
+                if shape_prior:  # no closed-form law for mu given sigma: sample it as is
+                    mu = pm.Deterministic(f"{name}_mu", _prior_rv(f"{name}_pop", prior))
+                else:
+                    # mu given sigma, with each segment's data summarised as c_s ~ N(mu,
+                    # sigma^2 + sd_s^2): precision `prec`, mean `centre`; nu is mu in
+                    # units of that sd, with the exact law that gives mu ~ Normal(prior).
+                    w = 1.0 / (sigma**2 + sd**2)
+                    prec = pt.sum(w) + 1.0 / prior.sigma**2
+                    centre = (pt.sum(w * c) + prior.mu / prior.sigma**2) / prec
+                    root_prec = pt.sqrt(prec)
+                    nu = pm.Normal(
+                        f"{name}_nu", (prior.mu - centre) * root_prec, prior.sigma * root_prec
+                    )
+                    mu = pm.Deterministic(f"{name}_mu", centre + nu / root_prec)
                 rho = sigma / sd
                 root = pt.sqrt(1.0 + rho**2)
                 z = pm.Normal(f"{name}_z", (mu - c) * rho / (sd * root), root, shape=n_segments)
                 theta = (mu + c * rho**2) / (1.0 + rho**2) + z * sigma / root
                 out[name] = pm.Deterministic(name, theta, dims="segment")
                 continue
-            mu = pm.Normal(f"{name}_mu", prior.mu, prior.sigma)
+            if shape_prior:
+                mu = pm.Deterministic(f"{name}_mu", _prior_rv(f"{name}_pop", prior))
+            else:
+                mu = pm.Normal(f"{name}_mu", prior.mu, prior.sigma)
             sigma = pm.HalfNormal(f"{name}_sigma", segment_sigma)
             idx_c = np.flatnonzero(centered)
             idx_n = np.flatnonzero(~centered)

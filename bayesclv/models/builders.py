@@ -27,12 +27,13 @@ from bayesclv.models._common import (
     centered_mask,
     check_options,
     compress_rows,
+    cv_name,
     natural_params,
     register_spec,
     segment_information,
     unconstrained_params,
 )
-from bayesclv.priors import BGNBDPriors, GammaGammaPriors, ParetoNBDPriors
+from bayesclv.priors import BGNBDPriors, CVPrior, GammaGammaPriors, ParetoNBDPriors
 from bayesclv.transforms import NATURAL, TRANSFORMS, UNCONSTRAINED
 
 __all__ = ["build_bgnbd", "build_mbgnbd", "build_pareto_nbd", "build_gamma_gamma"]
@@ -147,9 +148,12 @@ def _auto_start(prior_by_name, information, segment_sigma):
         return None
     centre = information[0]
     start = {}
-    for j, name in enumerate(prior_by_name):
+    for j, (name, prior) in enumerate(prior_by_name.items()):
         spread = float(np.std(centre[:, j])) if centre.shape[0] > 1 else 0.0
-        start[f"{name}_nu"] = 0.0
+        if isinstance(prior, CVPrior):
+            start[cv_name(f"{name}_pop")] = float(CVPrior.cv(np.mean(centre[:, j])))
+        else:
+            start[f"{name}_nu"] = 0.0
         start[f"{name}_sigma"] = float(np.clip(spread, 0.05, segment_sigma))
         start[f"{name}_z"] = [0.0] * centre.shape[0]
     return start
@@ -159,26 +163,30 @@ def _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling):
     """The posterior mode of a completely pooled or unpooled model, as a start for NUTS.
 
     With these poolings each free variable is one of the model's unconstrained
-    parameters with its Normal prior, so the mode is the one the NumPy log posterior
-    gives (:func:`_segment_information`, all customers together or each segment on its
-    own): no PyTensor compilation and no MAP search in the compiled model.
+    parameters with its Normal prior (or, under a :class:`CVPrior`, its coefficient of
+    variation), so the mode is the one the NumPy log posterior gives
+    (:func:`_segment_information`, all customers together or each segment on its own):
+    no PyTensor compilation and no MAP search in the compiled model.
     """
     centre = _segment_information(
         kind, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=pooling == "complete"
     )[0]
-    if pooling == "complete":
-        return {name: float(centre[0, j]) for j, name in enumerate(prior_by_name)}
-    return {name: [float(c) for c in centre[:, j]] for j, name in enumerate(prior_by_name)}
+    start = {}
+    for j, (name, prior) in enumerate(prior_by_name.items()):
+        values = centre[:, j]
+        if isinstance(prior, CVPrior):
+            name, values = cv_name(name), CVPrior.cv(values)
+        start[name] = float(values[0]) if pooling == "complete" else [float(v) for v in values]
+    return start
 
 
 def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=False):
     """Each segment's own posterior mode and sd (NumPy likelihood + its prior); with
     ``pooled_only``, the mode and sd of all customers together (one row)."""
-    from scipy.stats import norm
-
     names = list(prior_by_name)
-    prior_mu = np.array([prior_by_name[n].mu for n in names])
-    prior_sd = np.array([prior_by_name[n].sigma for n in names])
+    priors = [prior_by_name[n] for n in names]
+    prior_mu = np.array([p.center for p in priors])
+    prior_sd = np.array([p.spread for p in priors])
     data = rows[1:]
     logp = gamma_gamma_logp if kind == "gamma_gamma" else _LOGP[kind]
     masks = [seg_idx == k for k in range(rfm.n_segments)]
@@ -188,7 +196,8 @@ def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm, poole
         nat = TRANSFORMS[kind](**dict(zip(names, theta, strict=True)))
         with np.errstate(all="ignore"):
             ll = logp(*(nat[n] for n in NATURAL[kind]), *(d[keep] for d in data))
-        return float(np.sum(weights[keep] * ll) + norm.logpdf(theta, prior_mu, prior_sd).sum())
+        log_prior = sum(float(p.log_density(t)) for p, t in zip(priors, theta, strict=True))
+        return float(np.sum(weights[keep] * ll)) + log_prior
 
     pooled = segment_information(
         lambda theta, _k: log_posterior(theta, -1), len(names), 1, prior_sd, prior_mu
