@@ -104,9 +104,12 @@ _NUTS_FITS: dict = {}
 
 
 def _nuts_fit(cdnow, builder, kind):
-    """One NUTS fit per model for this module (complete pooling, default priors)."""
+    """One NUTS fit per model for this module (complete pooling; default priors, but
+    the weak priors of the published comparison for Pareto/NBD, whose dropout shape
+    the default prior pulls a few percent)."""
     if kind not in _NUTS_FITS:
-        model = builder(cdnow, pooling="complete")
+        priors = weak_priors(ParetoNBDPriors) if kind == "pareto_nbd" else None
+        model = builder(cdnow, priors, pooling="complete")
         _NUTS_FITS[kind] = fit(
             model, draws=500, tune=500, chains=4, random_seed=7, progressbar=False
         )
@@ -115,22 +118,28 @@ def _nuts_fit(cdnow, builder, kind):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "builder,kind", [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma")]
+    "builder,kind",
+    [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma"), (build_pareto_nbd, "pareto_nbd")],
 )
 def test_nuts_posterior_covers_published_cdnow_estimates(cdnow, builder, kind):
+    """Published values inside the 94% intervals, medians within 5% of them (plus twice
+    the Monte Carlo error of the median: Pareto/NBD's s and beta are skewed, and 4 x 500
+    draws pin their medians to only ~3%), R-hat <= 1.01, no divergences."""
     idata = _nuts_fit(cdnow, builder, kind)
     params = posterior_params(idata)
     assert int(idata.sample_stats.diverging.sum()) == 0
     import arviz as az
 
     rhat = az.rhat(params)
+    mcse = az.mcse(params, method="median")
     for name, published in PUBLISHED[kind].items():
         if name == "LL":
             continue
         draws = params[name].values.ravel()
         lo, med, hi = np.quantile(draws, [0.03, 0.5, 0.97])
         assert lo < published < hi, (name, lo, hi, published)
-        assert abs(med - published) / published < 0.05, (name, med, published)
+        err = float(mcse[name].max())
+        assert abs(med - published) < 0.05 * published + 2 * err, (name, med, published, err)
         assert float(rhat[name].max()) <= 1.01
 
 
