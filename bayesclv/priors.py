@@ -59,6 +59,10 @@ class NormalPrior:
         """The prior's standard deviation on the unconstrained scale."""
         return self.sigma
 
+    def draw(self, rng: np.random.Generator, size=None) -> np.ndarray:
+        """Draws of the unconstrained parameter (prior predictive simulation)."""
+        return rng.normal(self.mu, self.sigma, size)
+
     def log_density(self, theta):
         """Log density at ``theta`` (NumPy), the objective a MAP search maximises."""
         z = (np.asarray(theta, dtype=np.float64) - self.mu) / self.sigma
@@ -104,6 +108,10 @@ class CVPrior:
     def spread(self) -> float:
         """The prior's standard deviation of ``log k`` (pi / sqrt 2, whatever sigma)."""
         return math.pi / math.sqrt(2.0)
+
+    def draw(self, rng: np.random.Generator, size=None) -> np.ndarray:
+        """Draws of ``log k`` (prior predictive simulation)."""
+        return -2.0 * np.log(self.sigma * np.abs(rng.standard_normal(size)))
 
     def log_density(self, theta):
         """Log density of cv at ``cv(theta)`` (NumPy): the objective that a MAP search on

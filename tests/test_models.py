@@ -310,7 +310,7 @@ def test_prior_predictive_purchases_are_plausible(cdnow):
 
     n = 4000
     theta = {
-        name: rng.normal(getattr(pr, name).mu, getattr(pr, name).sigma, n)
+        name: getattr(pr, name).draw(rng, n)
         for name in ("log_purchase_rate", "log_r", "logit_dropout", "log_dropout_concentration")
     }
     nat = bgnbd_natural(**theta)
@@ -323,6 +323,30 @@ def test_prior_predictive_purchases_are_plausible(cdnow):
     med = np.median(expected)
     assert 0.01 < med < 50, med
     assert np.mean(expected > 1e4) < 0.05
+
+
+def test_pareto_nbd_prior_predictive_is_plausible():
+    """Default Pareto/NBD priors: prior draws of (r, alpha, s, beta), then one customer
+    each. The mean lifetime and the purchases in a year of weeks should be ordinary
+    (weeks to decades, a few purchases), with extreme draws rare; and the dropout
+    shape's CVPrior gives the coefficient of variation HalfNormal(2) quantiles."""
+    from scipy import stats
+
+    from bayesclv.transforms import UNCONSTRAINED, pareto_nbd_natural
+
+    rng = np.random.default_rng(4)
+    pr, n = ParetoNBDPriors(), 20_000
+    theta = {k: getattr(pr, k).draw(rng, n) for k in UNCONSTRAINED["pareto_nbd"]}
+    nat = pareto_nbd_natural(**theta)
+    cv = 1.0 / np.sqrt(nat["s"])
+    for q in (0.1, 0.5, 0.9):  # Monte Carlo sd of these quantiles: ~3%, 1%, 1%
+        assert np.quantile(cv, q) == pytest.approx(stats.halfnorm.ppf(q, scale=2.0), rel=0.1)
+    lam = rng.gamma(nat["r"], 1.0 / nat["alpha"])
+    mu = rng.gamma(nat["s"], 1.0 / nat["beta"])
+    life = rng.exponential(1.0 / np.maximum(mu, 1e-300))
+    purchases = rng.poisson(lam * np.minimum(life, 52.0))
+    assert 1.0 < np.median(1.0 / (nat["s"] / nat["beta"])) < 1e4  # mean lifetime, weeks
+    assert np.median(purchases) < 20 and np.mean(purchases > 1e4) < 0.05
 
 
 def test_save_and_load_round_trip_predicts_identically(cdnow, tmp_path):
