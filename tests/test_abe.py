@@ -128,3 +128,16 @@ def test_unknown_parameterization_names_the_choices():
     rfm = simulate_abe(20, [-2.5, -3.5], np.eye(2), random_seed=1)
     with pytest.raises(ModelSpecificationError, match="noncentered"):
         build_abe_pareto_nbd(rfm, parameterization="centered")
+
+
+def test_fit_defaults_to_the_draws_the_builder_recommends():
+    """draws=None: 4000 for Abe's model (its var(log mu) needs them), 1000 otherwise."""
+    from bayesclv.fit import fit
+    from bayesclv.models import build_bgnbd
+    from bayesclv.models._common import model_spec
+
+    rfm = simulate_abe(60, [-2.5, -3.5], np.eye(2), random_seed=3)
+    assert model_spec(build_bgnbd(rfm)).extra.get("draws") is None  # fit's 1000
+    kw = {"sampler": "advi", "advi_iterations": 50, "random_seed": 1, "progressbar": False}
+    idata = fit(build_abe_pareto_nbd(rfm), **kw)
+    assert idata.attrs["draws"] == 4000 and idata.posterior.sizes["draw"] == 4000
