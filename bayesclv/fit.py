@@ -105,7 +105,7 @@ def fit(
     draws, tune, chains : int
         Posterior draws and tuning steps per chain, and number of chains (NUTS).
         ``draws=None`` (default): the number the model's builder recommends, 1000 for
-        every model except Abe's HB Pareto/NBD (4000: at 4 x 1000 its ``var_log_mu``
+        every model except Abe's HB Pareto/NBD (5000: at 4 x 1000 its ``var_log_mu``
         reaches a bulk ESS of only 80-150; see :func:`~bayesclv.models.build_abe_pareto_nbd`).
     target_accept : float
         NUTS target acceptance rate.
@@ -231,6 +231,7 @@ def fit(
             ),
             progress_bar=progressbar,
             low_rank_modified_mass_matrix=low_rank,
+            save_warmup=False,  # not returned: keeping it only costs memory
         )
         # nutpie stores Deterministics alongside; drop its unconstrained copies of the
         # transformed variables if any, keep the same variables as PyMC's sampler.

@@ -1,7 +1,7 @@
 """Abe (2009) hierarchical Bayes Pareto/NBD on the CDNOW sample vs BTYDplus's figures.
 
-    .venv/bin/python benchmarks/abe_cdnow.py                  # 2 chains x 500 draws, nutpie
-    .venv/bin/python benchmarks/abe_cdnow.py --draws 1000 --tune 1000 --chains 4
+    .venv/bin/python benchmarks/abe_cdnow.py                  # fit's defaults: 4 x 5000 (+1000)
+    .venv/bin/python benchmarks/abe_cdnow.py --draws 1000 --seed 2 --out abe_cdnow_1000
     .venv/bin/python benchmarks/abe_cdnow.py --parameterization noncentered  # the old coordinates
 
 Writes benchmarks/results/abe_cdnow.{json,md}. BTYDplus's reproduction (weeks): median
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -29,9 +30,9 @@ BTYDPLUS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, default=None, help="default: fit's (the builder's)")
+    ap.add_argument("--tune", type=int, default=1000)
+    ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--sampler", default="nutpie")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--parameterization", default="auto", choices=("auto", "noncentered"))
@@ -62,6 +63,8 @@ def main() -> None:
     )
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - cpu0
+    args.draws = int(idata.attrs["draws"])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ess_bulk = float(az.ess(idata, var_names=["var_log_mu"], method="bulk")["var_log_mu"])
     ess_tail = float(az.ess(idata, var_names=["var_log_mu"], method="tail")["var_log_mu"])
     steps = (
@@ -85,6 +88,7 @@ def main() -> None:
         "settings": vars(args),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
+        "peak_rss_mb": peak_mb,
         "leapfrog_steps_per_draw": steps,
         "var_log_mu_ess": {"bulk": ess_bulk, "tail": ess_tail},
         "var_log_mu_ess_per_second": {"bulk": ess_bulk / seconds, "tail": ess_tail / seconds},
@@ -101,7 +105,7 @@ def main() -> None:
         f"- command: `{result['command']}`",
         f"- {args.sampler}, parameterization {args.parameterization!r}, {args.chains} chains "
         f"x {args.draws} draws ({args.tune} tune): {seconds:.0f} s wall "
-        f"({cpu_seconds:.0f} s CPU); convergence: {report.verdict}",
+        f"({cpu_seconds:.0f} s CPU), peak RSS {peak_mb:.0f} MB; convergence: {report.verdict}",
         f"- var_log_mu: bulk ESS {ess_bulk:.0f}, tail ESS {ess_tail:.0f} "
         f"({ess_bulk / seconds:.2f} and {ess_tail / seconds:.2f} per wall second); "
         f"{steps:.1f} leapfrog steps per draw; R-hat max {report.rhat_max:.3f} "

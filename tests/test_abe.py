@@ -131,7 +131,7 @@ def test_unknown_parameterization_names_the_choices():
 
 
 def test_fit_defaults_to_the_draws_the_builder_recommends():
-    """draws=None: 4000 for Abe's model (its var(log mu) needs them), 1000 otherwise."""
+    """draws=None: 5000 for Abe's model (its var(log mu) needs them), 1000 otherwise."""
     from bayesclv.fit import fit
     from bayesclv.models import build_bgnbd
     from bayesclv.models._common import model_spec
@@ -140,4 +140,4 @@ def test_fit_defaults_to_the_draws_the_builder_recommends():
     assert model_spec(build_bgnbd(rfm)).extra.get("draws") is None  # fit's 1000
     kw = {"sampler": "advi", "advi_iterations": 50, "random_seed": 1, "progressbar": False}
     idata = fit(build_abe_pareto_nbd(rfm), **kw)
-    assert idata.attrs["draws"] == 4000 and idata.posterior.sizes["draw"] == 4000
+    assert idata.attrs["draws"] == 5000 and idata.posterior.sizes["draw"] == 5000

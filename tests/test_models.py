@@ -195,6 +195,18 @@ def test_every_pooling_gives_segment_dims_and_population_draws(cdnow):
             new = population_params(idata, "new", random_seed=1)
             assert new["a"].dims == ("chain", "draw", "segment")
             assert np.all(new["a"].values > 0)
+    # Pareto/NBD's log s has a CVPrior: under every pooling its free variable is the
+    # coefficient of variation and log s (or its population mean) is -2 log(cv).
+    import pymc as pm
+
+    for pooling, cv, log_s in (("complete", "s_cv", "log_s"), ("none", "s_cv", "log_s"),
+                               ("partial", "s_pop_cv", "log_s_mu")):  # fmt: skip
+        model = build_pareto_nbd(rfm, pooling=pooling)
+        assert cv in {v.name for v in model.free_RVs} and log_s in model.named_vars
+        prior = pm.sample_prior_predictive(400, model=model, var_names=[cv, log_s], random_seed=2)
+        draws = prior.prior
+        np.testing.assert_allclose(draws[log_s].values, -2 * np.log(draws[cv].values), rtol=1e-9)
+        assert 0.9 < float(np.median(draws[cv].values.ravel())) < 1.8  # HalfNormal(2): 1.35
 
 
 def test_mbgnbd_map_is_near_its_mle(cdnow):

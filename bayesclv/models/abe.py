@@ -79,7 +79,7 @@ from bayesclv.priors import AbePriors
 __all__ = ["build_abe_pareto_nbd", "abe_summary"]
 
 PARAMETERIZATIONS = ("auto", "noncentered")
-DEFAULT_DRAWS = 4000
+DEFAULT_DRAWS = 5000
 
 
 def _loglik_derivatives(theta: np.ndarray, x, t_x, T, h: float = 1e-3):
