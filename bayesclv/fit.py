@@ -186,9 +186,14 @@ def fit(
     elif nuts and init in ("auto", "map"):
         initvals = _map_starts(model, chains, random_seed)
         timings["map_init_s"] = time.perf_counter() - t0
+    # Variables to keep, where the builder names them (Abe's model drops its per-customer
+    # sampling coordinates, which duplicate ``lambda`` and ``mu``): passed to the samplers
+    # that can skip storing the others, and applied to every result below.
+    keep = spec.extra.get("var_names")
     if sampler == "pymc":
         with model:
             idata = pm.sample(
+                var_names=keep,
                 initvals=initvals,
                 init="adapt_diag" if initvals is not None else "auto",
                 draws=draws,
@@ -210,6 +215,8 @@ def fit(
         if nutpie_backend == "jax":
             _require("jax", "nutpie_backend='jax' needs JAX: pip install 'bayesclv[jax]'.")
             backend = {"backend": "jax", "gradient_backend": "jax"}
+        if keep is not None:
+            backend["var_names"] = keep
         if initvals is not None:
             compiled = nutpie.compile_pymc_model(
                 model, initial_points=initvals[0], jitter_rvs=set(), **backend
@@ -280,6 +287,8 @@ def fit(
             )
             idata = approx.sample(draws, random_seed=random_seed)
         idata = az.InferenceData(posterior=idata.posterior)
+    if keep is not None:  # the same variables whatever the sampler
+        idata.posterior = idata.posterior[[v for v in keep if v in idata.posterior]]
     timings["total_s"] = time.perf_counter() - t0
 
     idata.attrs.update(
