@@ -13,6 +13,7 @@ __all__ = [
     "ModelSpecificationError",
     "ConvergenceError",
     "SavedModelError",
+    "OutputError",
 ]
 
 
@@ -33,7 +34,13 @@ class ConvergenceError(BayesCLVError):
 
 
 class SavedModelError(BayesCLVError):
-    """A saved model file is unreadable, corrupt, or from an incompatible version."""
+    """A saved model file is unreadable, corrupt, edited, or from an incompatible version."""
+
+
+class OutputError(BayesCLVError):
+    """An output cannot be written as asked: the file exists (and overwriting was not
+    asked for), its folder is missing or read-only, the disk is full, or the format
+    cannot hold the table (e.g. more rows than an .xlsx sheet)."""
 
 
 def describe_rows(labels, limit: int = 5) -> str:

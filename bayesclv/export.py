@@ -1,23 +1,43 @@
 """Export: tables written to CSV, Parquet or Excel with the run's metadata.
 
-Export (:func:`export`) writes CSV, Parquet or Excel atomically (a temporary file in the
-target directory, then ``os.replace``) with the run's metadata alongside:
+:func:`export` writes atomically (a temporary file in the target folder, then a rename)
+with the run's metadata alongside:
 
 * Parquet: JSON in the schema metadata under the key ``b"bayesclv"``;
 * Excel: a second sheet ``metadata`` with ``key``/``value`` rows;
 * CSV: a sidecar ``<name>.metadata.json`` next to the file (a sidecar rather than a
   commented header, so the CSV stays readable by every tool without options).
 
-String cells that a spreadsheet would run as a formula (first character ``=``, ``+``,
-``-``, ``@``, tab or carriage return) are prefixed with an apostrophe in CSV and Excel
-(OWASP "CSV injection"). Parquet is typed data, not a spreadsheet, and is written as is.
+What a written file can be trusted for:
+
+* **Nothing is replaced by surprise.** An existing file (or CSV sidecar) is replaced only
+  with ``overwrite=True`` (``--force`` on the command line). Even then a sidecar is only
+  replaced if :func:`export` wrote it: a foreign ``<name>.metadata.json`` is refused.
+  Every check (format, folder, existing files, Excel's row limit, a writable folder) is
+  made by :func:`check_export_target` before any work, so a caller such as the CLI can
+  make it before spending minutes scoring.
+* **Permissions** are those of any new file, ``0o666`` less the umask (``0o644`` under
+  umask 022); a replaced file keeps its mode.
+* **Ids are text**: ``customer_id`` is written as text in every format (Excel stores
+  numbers as doubles, so 1234567890123456789 would become 1234567890123457024), and so is
+  any other integer column beyond 2**53 in Excel.
+* **Strict JSON**: a NaN or infinite metadata value is written as ``null`` and listed under
+  ``"nonfinite_as_null"`` (``{"path.to.key": "NaN"}``), so any JSON parser reads the file.
+* **No formulas**: string cells that a spreadsheet would run as a formula (first
+  character ``=``, ``+``, ``-``, ``@``, tab or carriage return, after Unicode NFKC
+  normalisation, so the fullwidth ``＝`` and its kin count too) get an apostrophe in front
+  in CSV and Excel (OWASP "CSV injection"). Parquet is typed data, written as is.
+* Excel holds at most 1,048,575 rows below the header: a larger table is refused before
+  any work (export it to CSV or Parquet, which have no such limit).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,31 +46,266 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["export", "read_metadata", "atomic_write", "escape_formulas"]
+from bayesclv.errors import OutputError
+
+__all__ = [
+    "export",
+    "read_metadata",
+    "check_export_target",
+    "export_targets",
+    "atomic_write",
+    "escape_formulas",
+    "XLSX_MAX_ROWS",
+]
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _METADATA_KEY = b"bayesclv"
+#: Rows an .xlsx sheet holds below its header row (1,048,576 rows in all).
+XLSX_MAX_ROWS = 1_048_575
+_FORMATS = ("csv", "parquet", "xlsx")
+_NONFINITE_KEY = "nonfinite_as_null"
 
 
+# --------------------------------------------------------------------------- files
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask.
+
+    ``tempfile.mkstemp`` makes files ``0o600`` (right while a file is written, wrong for
+    a result colleagues must read). Linux reports the umask in /proc without changing
+    it; elsewhere it is read by setting and restoring it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return 0o666 & ~old
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse
+        pass
+    finally:
+        os.close(fd)
+
+
+def _place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; without ``overwrite``, never replace an existing file
+    (``os.link`` fails if the target exists, atomically, where a check then a rename
+    could lose a file written in between)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(
+            f"{path} appeared while it was written; nothing was replaced. Pass "
+            f"overwrite=True (--force on the command line) to replace it."
+        ) from None
+    except OSError:  # a file system without hard links (FAT, some network shares)
+        if path.exists():
+            raise OutputError(
+                f"{path} exists; pass overwrite=True (--force) to replace it."
+            ) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None], *, overwrite: bool = True) -> None:
+    """Call ``writer(tmp)`` on a temporary file next to ``path``, then rename it.
+
+    On any exception the temporary file is removed and ``path`` is untouched (a reader
+    never sees a partial file: the rename is atomic on POSIX and Windows). The file gets
+    the mode of any new file under the umask (a replaced file keeps its mode). With
+    ``overwrite=False`` an existing ``path`` is never replaced (:class:`OutputError`).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = new_file_mode()
+        os.chmod(tmp_path, mode)
+        _place(tmp_path, path, overwrite)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _sidecar(path: Path) -> Path:
+    """``customers.csv`` -> ``customers.metadata.json`` (same directory)."""
+    return path.with_name(path.stem + ".metadata.json")
+
+
+def _sidecar_text(meta: Mapping[str, Any]) -> str:
+    return json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _is_our_sidecar(path: Path) -> bool:
+    """Did :func:`export` write this file?
+
+    The sidecar holds exactly the metadata passed in (readers compare it with what they
+    passed), so it carries no ownership key. Its mark is its exact form instead: a JSON
+    object that ``_sidecar_text`` reproduces byte for byte (sorted keys, two-space
+    indent, final newline, strict JSON). A file written by a person or another tool
+    almost never has that form; a sidecar of an older bayesclv (no final newline) is
+    accepted too.
+    """
+    try:
+        if path.stat().st_size > 64 * 2**20:
+            return False
+        text = path.read_text(encoding="utf-8")
+        obj = json.loads(text)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(obj, dict):
+        return False
+    ours = _sidecar_text(obj)
+    return text in (ours, ours[:-1])
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt == "xls":
+        fmt = "xlsx"
+    if fmt not in _FORMATS:
+        raise OutputError(
+            f"cannot tell the format of {str(path)!r}; use a .csv, .parquet or .xlsx suffix "
+            f"or pass format=."
+        )
+    return fmt
+
+
+def export_targets(path: str | os.PathLike, format: str | None = None) -> list[Path]:
+    """Every file :func:`export` writes for ``path``: the file, and a CSV's sidecar."""
+    path = Path(path)
+    fmt = _format_of(path, format)
+    return [path, _sidecar(path)] if fmt == "csv" else [path]
+
+
+def check_export_target(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    n_rows: int | None = None,
+) -> str:
+    """Make every check :func:`export` makes before writing, and return the format.
+
+    Raises :class:`~bayesclv.errors.OutputError` (a ``ValueError``) naming the fix when
+    the format is unknown, the folder is missing or not writable, a target exists and
+    ``overwrite`` is false, a CSV sidecar exists that export did not write, or ``n_rows``
+    do not fit in an .xlsx sheet. Cheap: call it before the work that makes the table.
+    """
+    path = Path(path)
+    fmt = _format_of(path, format)
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(
+            f"cannot write {path}: the folder {str(folder)!r} does not exist. Create it "
+            f"first (mkdir -p {folder}) or choose another path."
+        )
+    if fmt == "xlsx" and n_rows is not None and n_rows > XLSX_MAX_ROWS:
+        raise OutputError(
+            f"{n_rows:,} rows do not fit in an .xlsx sheet (at most {XLSX_MAX_ROWS:,} rows "
+            f"below the header). Export to .csv or .parquet instead."
+        )
+    for target in export_targets(path, fmt):
+        if target.is_dir():
+            raise OutputError(f"cannot write {target}: it is a folder. Choose a file name.")
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if not overwrite:
+            raise OutputError(
+                f"{target} exists; nothing was written. Pass overwrite=True (--force on "
+                f"the command line) to replace it, or choose another name."
+            )
+        if target != path and not _is_our_sidecar(target):
+            raise OutputError(
+                f"{target} exists and was not written by bayesclv (it is not an export "
+                f"metadata sidecar), so it is not replaced, even with overwrite=True "
+                f"(--force). Move it away, or choose another name for {path.name}."
+            )
+    try:  # the only sure test of a writable folder (permissions, read-only mounts, root)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write in {str(folder)!r} ({exc.strerror or exc}): read-only or no "
+            f"permission. Choose another folder."
+        ) from exc
+    return fmt
+
+
+# --------------------------------------------------------------------------- cells
 def _escape_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+    # NFKC first: '＝' (fullwidth), '﹦' (small) or '⁼' (superscript) are '=' to a
+    # spreadsheet that normalises input. The first few characters are enough (NFKC
+    # works per character here) and keep this cheap on long text.
+    if isinstance(value, str) and (
+        value.startswith(_FORMULA_PREFIXES)
+        or unicodedata.normalize("NFKC", value[:4]).startswith(_FORMULA_PREFIXES)
+    ):
         return "'" + value
     return value
+
+
+def _is_text(s: pd.Series) -> bool:
+    return (
+        s.dtype == object
+        or pd.api.types.is_string_dtype(s)
+        or isinstance(s.dtype, pd.CategoricalDtype)
+    )
 
 
 def escape_formulas(table: pd.DataFrame) -> pd.DataFrame:
     """Copy of ``table`` with formula-like string cells (and column names) escaped."""
     out = table.copy()
     for col in out.columns:
-        s = out[col]
-        if (
-            s.dtype == object
-            or pd.api.types.is_string_dtype(s)
-            or isinstance(s.dtype, pd.CategoricalDtype)
-        ):
-            out[col] = s.astype(object).map(_escape_cell)
+        if _is_text(out[col]):
+            out[col] = out[col].astype(object).map(_escape_cell)
     out.columns = [_escape_cell(str(c)) for c in out.columns]
     return out
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Each value as its exact text (``str`` of an integer is exact at any size)."""
+    return s.astype(object).map(lambda v: v if isinstance(v, str) else str(v))
+
+
+def _ids_as_text(table: pd.DataFrame, fmt: str) -> pd.DataFrame:
+    """``customer_id`` as text in every format; in Excel, which stores every number as a
+    double, also every integer column with values beyond 2**53 (not exact as doubles)."""
+    out = None
+    for col in table.columns:
+        s = table[col]
+        to_text = col == "customer_id" and not pd.api.types.is_string_dtype(s)
+        if not to_text and fmt == "xlsx" and pd.api.types.is_integer_dtype(s) and len(s):
+            to_text = bool(np.abs(s.to_numpy(dtype=np.float64)).max() > 2.0**53)
+        if to_text:
+            out = table.copy() if out is None else out
+            out[col] = _as_text(s)
+    return table if out is None else out
 
 
 #: Control characters that the xlsx format cannot store (as openpyxl's
@@ -65,11 +320,7 @@ def _check_excel_text(table: pd.DataFrame) -> None:
 
     for col in table.columns:
         s = table[col]
-        if not (
-            s.dtype == object
-            or pd.api.types.is_string_dtype(s)
-            or isinstance(s.dtype, pd.CategoricalDtype)
-        ):
+        if not _is_text(s):
             continue
         bad = np.array(s.astype(object).map(lambda v: isinstance(v, str)), dtype=bool)
         if bad.any():
@@ -84,43 +335,39 @@ def _check_excel_text(table: pd.DataFrame) -> None:
             )
 
 
-def _jsonable(value: Any) -> Any:
+# --------------------------------------------------------------------------- metadata
+def _jsonable(value: Any, notes: dict | None = None, where: str = "") -> Any:
+    """``value`` as strict JSON: NaN and infinities become ``None``, listed in ``notes``
+    as ``{"path.to.key": "NaN"}``; numpy values as Python ones; other objects as str."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+        return {
+            str(k): _jsonable(v, notes, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, notes, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        if notes is not None:
+            notes[where] = (
+                "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            )
+        return None
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp)`` on a temporary file next to ``path``, then rename it.
-
-    On any exception the temporary file is removed and ``path`` is untouched (a reader
-    never sees a partial file: ``os.replace`` is atomic on POSIX and Windows).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        writer(tmp_path)
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def _sidecar(path: Path) -> Path:
-    """``customers.csv`` -> ``customers.metadata.json`` (same directory)."""
-    return path.with_name(path.stem + ".metadata.json")
+def strict_json(meta: Mapping[str, Any]) -> dict:
+    """Metadata as strict-JSON-ready values, with the note on non-finite values."""
+    notes: dict[str, str] = {}
+    out = _jsonable(dict(meta), notes)
+    if notes:
+        out[_NONFINITE_KEY] = notes
+    return out
 
 
 def _verdict_of(value: Any) -> Any:
@@ -170,18 +417,21 @@ def export(
     metadata: Mapping[str, Any],
     format: str | None = None,
     convergence: Any = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a table with its run metadata, atomically.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        E.g. :func:`customer_table` or :func:`totals_table`.
+        E.g. :func:`bayesclv.summary.customer_table` or
+        :func:`bayesclv.summary.totals_table`.
     path : path-like
-        Target file; its directory must exist.
+        Target file; its folder must exist.
     metadata : mapping
         Models, priors, horizon, discounting, interval, convergence verdict, package
-        version... Stored as JSON (non-JSON values as ``str``).
+        version... Stored as strict JSON: non-JSON values as ``str``; NaN and infinities
+        as ``null``, listed under ``"nonfinite_as_null"``.
     format : {"csv", "parquet", "xlsx"}, optional
         Default: from the suffix of ``path``.
     convergence : ConvergenceReport, str or mapping of them, optional
@@ -190,28 +440,39 @@ def export(
         also be given there directly). If any is ``"fail"`` or ``"warning"`` a
         :class:`~bayesclv.diagnostics.ConvergenceWarning` is issued, and
         ``metadata["convergence_failed"]`` records whether any fit failed.
+    overwrite : bool, default False
+        Replace an existing file (and a CSV's sidecar, if export wrote it). Without it
+        an existing target is an :class:`~bayesclv.errors.OutputError`.
 
     Returns
     -------
     pathlib.Path
         The path written. For CSV the metadata go to ``<stem>.metadata.json`` next to it.
+
+    Raises
+    ------
+    bayesclv.errors.OutputError
+        Before any work, for every problem :func:`check_export_target` finds; and when
+        the write fails (disk full, ...), with the previous file (if any) untouched.
     """
     path = Path(path)
-    fmt = (format or path.suffix.lstrip(".")).lower()
-    if fmt == "xls":
-        fmt = "xlsx"
-    if fmt not in ("csv", "parquet", "xlsx"):
-        raise ValueError(
-            f"cannot tell the format of {str(path)!r}; use a .csv, .parquet or .xlsx suffix "
-            f"or pass format=."
-        )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist.")
+    fmt = check_export_target(path, format=format, overwrite=overwrite, n_rows=len(table))
     meta = dict(metadata)
     _check_convergence(meta, convergence)
-    meta = _jsonable(meta)
-    meta_json = json.dumps(meta, indent=2, sort_keys=True)
+    meta = strict_json(meta)
+    meta_json = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
+    table = _ids_as_text(table, fmt)
+    try:
+        _write(table, path, fmt, meta, meta_json, overwrite)
+    except OSError as exc:
+        raise OutputError(
+            f"could not write {path} ({exc.strerror or exc}); nothing was replaced. Free "
+            f"some space or check permissions, or write elsewhere."
+        ) from exc
+    return path
 
+
+def _write(table, path: Path, fmt: str, meta: dict, meta_json: str, overwrite: bool) -> None:
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -222,7 +483,7 @@ def export(
             merged[_METADATA_KEY] = meta_json.encode()
             pq.write_table(tbl.replace_schema_metadata(merged), tmp)
 
-        atomic_write(path, write)
+        atomic_write(path, write, overwrite=overwrite)
     elif fmt == "csv":
         safe = escape_formulas(table)
         # The table is written first, to a temporary file; the sidecar is renamed into
@@ -230,21 +491,34 @@ def export(
         # long part) leaves the previous pair untouched; only a kill between the two
         # renames (microseconds) could pair a new sidecar with the old table.
         sidecar = _sidecar(path)
+        placed = []
 
         def write_both(tmp: Path) -> None:
             # CRLF (RFC 4180) line ends: then a cell holding a lone "\r" is quoted too;
             # with "\n" line ends it is not, and every reader splits the row there.
             safe.to_csv(tmp, index=False, lineterminator="\r\n")
-            atomic_write(sidecar, lambda t: t.write_text(meta_json, encoding="utf-8"))
+            text = _sidecar_text(meta)
+            atomic_write(
+                sidecar, lambda t: t.write_text(text, encoding="utf-8"), overwrite=overwrite
+            )
+            placed.append(sidecar)
 
-        atomic_write(path, write_both)
+        try:
+            atomic_write(path, write_both, overwrite=overwrite)
+        except BaseException:
+            if placed and not overwrite:  # the sidecar is new and ours: no orphan left
+                sidecar.unlink(missing_ok=True)
+            raise
     else:
         _check_excel_text(table)
         safe = escape_formulas(table)
         meta_rows = pd.DataFrame(
             {
                 "key": list(meta),
-                "value": [v if isinstance(v, str) else json.dumps(v) for v in meta.values()],
+                "value": [
+                    v if isinstance(v, str) else json.dumps(v, allow_nan=False)
+                    for v in meta.values()
+                ],
             }
         )
         _check_excel_text(meta_rows)
@@ -255,8 +529,7 @@ def export(
                 safe.to_excel(xw, sheet_name="customers", index=False)
                 meta_rows.to_excel(xw, sheet_name="metadata", index=False)
 
-        atomic_write(path, write)
-    return path
+        atomic_write(path, write, overwrite=overwrite)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -271,9 +544,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if fmt == "csv":
         return json.loads(_sidecar(path).read_text(encoding="utf-8"))
     if fmt == "xlsx":
-        rows = pd.read_excel(path, sheet_name="metadata")
+        rows = pd.read_excel(path, sheet_name="metadata", dtype=str, keep_default_na=False)
         out = {}
         for k, v in zip(rows["key"], rows["value"], strict=True):
+            if isinstance(v, str) and v.startswith("'") and _escape_cell(v[1:]) != v[1:]:
+                v = v[1:]  # an escaped formula-like text value
             try:
                 out[k] = json.loads(v)
             except (TypeError, ValueError):
