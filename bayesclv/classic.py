@@ -28,10 +28,11 @@ from scipy import optimize
 
 from bayesclv.data import RFMData
 from bayesclv.errors import DataValidationError, ModelSpecificationError
-from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, mbgnbd_logp, pareto_nbd_logp
+from bayesclv.families import get_family
 
 __all__ = [
     "MLEResult",
+    "fit_mle",
     "fit_bgnbd",
     "fit_mbgnbd",
     "fit_pareto_nbd",
@@ -186,17 +187,36 @@ def _fit(
     )
 
 
-def _rfm_arrays(rfm: RFMData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_mle(
+    model,
+    rfm: RFMData,
+    *,
+    weights: Any = None,
+    initial: dict[str, float] | None = None,
+    hessian_step: float = 1e-3,
+) -> MLEResult:
+    """Maximum likelihood of any family (a name or a family object), all customers pooled.
+
+    The family says which customers and columns enter (``model_rows``: e.g. Gamma-Gamma
+    keeps repeat buyers with a positive mean spend, and warns about the ones it leaves
+    out) and its log-likelihood is maximised over the logarithms of its paper parameters.
+    """
     if not isinstance(rfm, RFMData):
         raise DataValidationError(
             f"expected an RFMData, got {type(rfm).__name__}; build one with "
             "RFMData.from_frame(...) or rfm_summary(...)."
         )
-    return (
-        rfm.frequency.astype(np.float64),
-        rfm.recency,
-        rfm.T,
-    )
+    fam = get_family(model)
+    w = _weights(weights, rfm.n_customers)
+    try:
+        rows = fam.model_rows(rfm)
+    except ModelSpecificationError as exc:
+        raise DataValidationError(f"fit_mle({fam.name!r}): {exc}") from None
+    for message in rows.messages:
+        # the Bayesian builder leaves the same customers out, so both fits use the same data
+        warnings.warn(f"fit_mle({fam.name!r}): {message}.", UserWarning, stacklevel=3)
+    return _fit(fam.name, fam.params, fam.logp, rows.columns, w[rows.mask], initial,
+                hessian_step)  # fmt: skip
 
 
 def fit_bgnbd(
@@ -224,10 +244,7 @@ def fit_bgnbd(
     On CDNOW (2,357 customers, weeks) this gives r=0.243, alpha=4.414, a=0.793,
     b=2.426 and log-likelihood -9582.4, as published by Fader, Hardie and Lee (2005).
     """
-    return _fit(
-        "bgnbd", ("r", "alpha", "a", "b"), bgnbd_logp, _rfm_arrays(rfm),
-        _weights(weights, rfm.n_customers), initial, hessian_step,
-    )  # fmt: skip
+    return fit_mle("bgnbd", rfm, weights=weights, initial=initial, hessian_step=hessian_step)
 
 
 def fit_mbgnbd(
@@ -238,10 +255,7 @@ def fit_mbgnbd(
     hessian_step: float = 1e-3,
 ) -> MLEResult:
     """Maximum-likelihood MBG/NBD (Batislam et al. 2007), as :func:`fit_bgnbd`."""
-    return _fit(
-        "mbgnbd", ("r", "alpha", "a", "b"), mbgnbd_logp, _rfm_arrays(rfm),
-        _weights(weights, rfm.n_customers), initial, hessian_step,
-    )  # fmt: skip
+    return fit_mle("mbgnbd", rfm, weights=weights, initial=initial, hessian_step=hessian_step)
 
 
 def fit_pareto_nbd(
@@ -257,10 +271,8 @@ def fit_pareto_nbd(
     alpha=10.58, s=0.606, beta=11.67 and log-likelihood -9595.0 (Fader, Hardie & Lee
     2005, "A note on deriving the Pareto/NBD model").
     """
-    return _fit(
-        "pareto_nbd", ("r", "alpha", "s", "beta"), pareto_nbd_logp, _rfm_arrays(rfm),
-        _weights(weights, rfm.n_customers), initial, hessian_step,
-    )  # fmt: skip
+    return fit_mle("pareto_nbd", rfm, weights=weights, initial=initial,
+                   hessian_step=hessian_step)  # fmt: skip
 
 
 def fit_gamma_gamma(
@@ -280,26 +292,8 @@ def fit_gamma_gamma(
     On CDNOW (946 repeat buyers) this gives p=6.25, q=3.74, v=15.44 (Fader & Hardie
     2013, "The Gamma-Gamma model of monetary value").
     """
-    w = _weights(weights, rfm.n_customers)
-    repeat = (rfm.frequency > 0) & (rfm.monetary_value > 0)
-    if not repeat.any():
-        raise DataValidationError(
-            "fit_gamma_gamma: no customer has a repeat purchase with a positive mean spend, "
-            "so there is no spend to fit."
-        )
-    n_zero = int(((rfm.frequency > 0) & (rfm.monetary_value <= 0)).sum())
-    if n_zero:
-        # The Gamma-Gamma density is 0 at a zero mean spend; the Bayesian builder leaves
-        # such customers out too (and counts them), so both fits use the same customers.
-        warnings.warn(
-            f"fit_gamma_gamma: {n_zero} repeat buyer(s) with a mean repeat spend of 0 are "
-            "left out (the Gamma-Gamma model needs positive amounts).",
-            UserWarning,
-            stacklevel=2,
-        )
-    data = (rfm.frequency[repeat].astype(np.float64), rfm.monetary_value[repeat])
-    return _fit("gamma_gamma", ("p", "q", "v"), gamma_gamma_logp, data, w[repeat], initial,
-                hessian_step)  # fmt: skip
+    return fit_mle("gamma_gamma", rfm, weights=weights, initial=initial,
+                   hessian_step=hessian_step)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- textbook CLV

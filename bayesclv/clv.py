@@ -75,17 +75,8 @@ import pandas as pd
 import xarray as xr
 
 from bayesclv.data import RFMData
-from bayesclv.predict import (
-    DrawParams,
-    bg_G,
-    bg_log_odds,
-    customer_columns,
-    expm1_ratio,
-    p_alive,
-    p_alive_from_log_odds,
-    phi_alive,
-    spend_mean,
-)
+from bayesclv.families.base import factorize_rows, parallel_map
+from bayesclv.predict import DrawParams, customer_columns
 from bayesclv.summary import (
     _totals_dataset,
     atomic_write,
@@ -230,47 +221,17 @@ def _schedule(disc: _Discount, scale: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- engine
-def _factorize(*cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Codes of unique rows of ``cols`` and the unique values of each column.
-
-    Codes are numbered in order of first appearance. Columns are combined one at a time
-    (``code * n_unique + column code``, re-factorized so codes stay below the number of
-    rows) rather than by a multi-column groupby: a few integers per row at a time, which
-    keeps :func:`score_customers`' memory per customer small.
-    """
-    codes = np.zeros(len(cols[0]), dtype=np.int64)
-    for col in cols:
-        cc, uniq = pd.factorize(np.asarray(col), use_na_sentinel=False)
-        codes = codes * len(uniq) + cc
-        codes, _ = pd.factorize(codes)
-    first = np.full(codes.max() + 1, -1, dtype=np.int64)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]
-    return codes.astype(np.intp), [np.asarray(c)[first] for c in cols]
+_factorize = factorize_rows
+_map = parallel_map
 
 
-def _map(fn, items, n_jobs):
-    items = list(items)
-    if n_jobs is None:
-        n_jobs = os.cpu_count() or 1
-    if n_jobs <= 1 or len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(n_jobs, len(items))) as ex:
-        return list(ex.map(fn, items))
-
-
-#: Rows whose ``w = H / (alpha + T + H)`` exceeds this (young customers with a small
-#: ``alpha``) are computed with hyp2f1 directly instead of the Chebyshev interpolant.
-_W_CUT = 0.95
-#: Relative accuracy aimed at by the interpolant (and checked at run time).
-_CHEB_TOL = 1e-12
-
-
-def _direct_tables(dp, model, g, x, T, times, wsets, n_jobs) -> np.ndarray:
+def _direct_tables(dp, g, x, T, times, wsets, n_jobs=1) -> np.ndarray:
     """``sum_k wsets[s, k] Phi(times[k])`` per draw and row, Phi evaluated one by one.
 
-    The reference implementation: one closed-form evaluation (a hyp2f1 for BG/NBD) per
-    draw, row and time. Returns (n_sets, n_draws, n_rows).
+    The reference implementation: one closed-form evaluation of the family's
+    ``expected_alive`` per draw, row and time. Returns (n_sets, n_draws, n_rows).
     """
+    fam = dp.family
     N, U = dp.n_draws, len(g)
     out = np.zeros((len(wsets), N, U))
     block = max(1, _WORK_ELEMENTS // N)
@@ -280,167 +241,13 @@ def _direct_tables(dp, model, g, x, T, times, wsets, n_jobs) -> np.ndarray:
         sl = slice(start, min(start + block, U))
         th = dp.columns(g[sl])
         for k in use:
-            phi = phi_alive(model, th, x[sl], T[sl], times[k])
+            phi = fam.expected_alive(th, x[sl], T[sl], times[k])
             for j, w in enumerate(wsets[:, k]):
                 if w != 0:
                     out[j, :, sl] += w * phi
 
     _map(run, range(0, U, block), n_jobs)
     return out
-
-
-def _pareto_tables(dp, g, x, T, times, wsets, n_jobs) -> np.ndarray:
-    """Pareto/NBD: ``Phi = (r+x)/(alpha+T) * B * R(s-1, t/B)``, ``B = beta+T``.
-
-    Only ``R`` depends on time, and only through ``(segment, T)``: sum it once per unique
-    ``(segment, T)`` and draw, then scale per row. Returns (n_sets, n_draws, n_rows).
-    """
-    code, (gT, TT) = _factorize(g, T)
-    th = dp.columns(gT)
-    B = th["beta"] + TT
-    eps = th["s"] - 1.0
-    acc = np.zeros((len(wsets), *B.shape))
-    for k in np.flatnonzero((wsets != 0).any(axis=0)):
-        R = expm1_ratio(eps, np.log1p(times[k] / B))
-        for j, w in enumerate(wsets[:, k]):
-            if w != 0:
-                acc[j] += w * R
-    thr = dp.columns(g)
-    scale = (thr["r"] + x) / (thr["alpha"] + T) * (thr["beta"] + T)
-    return acc[:, :, code] * scale
-
-
-def _cheb_nodes(m: int, W: float) -> tuple[np.ndarray, np.ndarray]:
-    """Chebyshev points on [0, W] and the matrix turning values into coefficients."""
-    j = np.arange(m)
-    theta = np.pi * (j + 0.5) / m
-    nodes = W / 2.0 * (1.0 + np.cos(theta))
-    to_coef = 2.0 / m * np.cos(np.outer(theta, np.arange(m)))  # values @ to_coef = coefs
-    to_coef[:, 0] /= 2.0
-    return nodes, to_coef
-
-
-def _bg_tables(dp, model, g, x, T, times, wsets, n_jobs) -> np.ndarray:
-    """BG/NBD and MBG/NBD tables without one hyp2f1 per draw, row and time.
-
-    ``Phi(t) = c [R(a-1, log1p(t/A)) - (1+t/A)^(1-a) G_x(w)]`` with ``w = t/(A+t)``
-    (:func:`bayesclv.predict._bg_phi`). ``G_x`` depends on the draw and ``(segment, x)``
-    only, is analytic on ``[0, 1)`` and is evaluated at ``w <= W = max H/(alpha+T+H)``:
-    we interpolate it by a Chebyshev series on ``[0, W]`` (``m`` hyp2f1 calls per draw and
-    unique ``(segment, x)``; ``m`` from the Bernstein-ellipse rate set by the branch point
-    ``w = 1``, Trefethen, *Approximation Theory and Approximation Practice*, ch. 8). The
-    sum over times is linear in the coefficients, so per draw and unique ``(segment, T)``
-    we precompute ``Q_i = sum_k weight_k (1+t_k/A)^(1-a) T_i(xi(w_k))`` and each row is a
-    dot product ``c (E - C_x . Q_T)``. Rows with ``W > 0.95`` use :func:`_direct_tables`;
-    a sample of rows is re-checked against it at run time and the whole table falls back
-    to it if the interpolant misses ``1e-9`` relative accuracy.
-    """
-    N, U = dp.n_draws, len(g)
-    H = float(times[-1])
-    if H <= 0:
-        return np.zeros((len(wsets), N, U))
-    out = np.empty((len(wsets), N, U))
-    xcode, (gx, xx) = _factorize(g, x)
-    tcode, (gT, TT) = _factorize(g, T)
-    alpha_min = dp.values["alpha"].min(axis=0)
-    w_max_T = H / (alpha_min[gT] + TT + H)
-    ok_T = w_max_T <= _W_CUT
-    ok = ok_T[tcode]
-    if (~ok).any():
-        sel = np.flatnonzero(~ok)
-        out[:, :, sel] = _direct_tables(dp, model, g[sel], x[sel], T[sel], times, wsets, n_jobs)
-    if not ok.any():
-        return out
-    W = float(w_max_T[ok_T].max())
-    z = 2.0 / W - 1.0
-    rho = z + math.sqrt(z * z - 1.0)
-    m = int(np.clip(math.ceil(-math.log(_CHEB_TOL) / math.log(rho)) + 4, 8, 96))
-    nodes, to_coef = _cheb_nodes(m, W)
-    extra = 1.0 if model == "mbgnbd" else 0.0
-
-    th_x = dp.columns(gx)
-    c_x = th_x["a"] + th_x["b"] + xx + extra - 1.0
-    A1 = c_x - (th_x["r"] + xx)
-    eps_x = th_x["a"] - 1.0
-    thT = dp.columns(gT)
-    A_T = thT["alpha"] + TT
-    eps_T = thT["a"] - 1.0
-    n_sets = len(wsets)
-    use = np.flatnonzero((wsets != 0).any(axis=0))
-    rows = np.flatnonzero(ok)
-    # Work per block of draws, end to end; blocks small enough for the Chebyshev
-    # recurrence below to run in cache (arrays of ~32k values, contiguous per degree).
-    dblock = max(1, min(_WORK_ELEMENTS // max(1, len(gx) * m), 32_768 // max(1, len(gT))))
-
-    def run(d0: int) -> None:
-        sl = slice(d0, min(d0 + dblock, N))
-        # Chebyshev coefficients of G per draw and unique (segment, x): (nd, Ux, m)
-        vals = bg_G(A1[sl, :, None], eps_x[sl, :, None], c_x[sl, :, None], nodes)
-        coef = vals @ to_coef
-        # Q[j, i] = sum_k wsets[j, k] base_k T_i(xi_k) and E[j] per unique (segment, T)
-        A_s, e_s = A_T[sl], eps_T[sl]
-        Q = np.zeros((n_sets, m, *A_s.shape))
-        E = np.zeros((n_sets, *A_s.shape))
-        cur = np.empty(A_s.shape)
-        for k in use:
-            t = times[k]
-            L = np.log1p(t / A_s)
-            base = np.exp(-e_s * L)
-            xi = np.clip(2.0 * (t / (A_s + t)) / W - 1.0, -1.0, 1.0)
-            two_xi = 2.0 * xi
-            R = expm1_ratio(e_s, L)
-            for j in range(n_sets):
-                wk = wsets[j, k]
-                if wk == 0:
-                    continue
-                E[j] += wk * R
-                Qj = Q[j]
-                prev2 = wk * base  # T_0 term
-                Qj[0] += prev2
-                if m == 1:
-                    continue
-                prev1 = prev2 * xi  # T_1 term
-                Qj[1] += prev1
-                for deg in range(2, m):  # T_i = 2 xi T_(i-1) - T_(i-2), in place
-                    np.multiply(two_xi, prev1, out=cur)
-                    cur -= prev2
-                    Qj[deg] += cur
-                    prev2, prev1, cur = prev1, cur, prev2
-        # Rows: c_x (E_T - coef_x . Q_T)
-        nd = A_s.shape[0]
-        rblock = max(1, _WORK_ELEMENTS // (nd * m))
-        Qt = [np.ascontiguousarray(Q[j].transpose(1, 2, 0)) for j in range(n_sets)]
-        for r0 in range(0, len(rows), rblock):
-            rs = rows[r0 : r0 + rblock]
-            cx, ct = xcode[rs], tcode[rs]
-            C = coef[:, cx, :]
-            for j in range(n_sets):
-                dot = np.einsum("nrm,nrm->nr", C, Qt[j][:, ct, :])
-                out[j, sl][:, rs] = c_x[sl][:, cx] * (E[j][:, ct] - dot)
-
-    _map(run, range(0, N, dblock), n_jobs)
-
-    # Run-time check on a sample of rows and draws against the direct evaluation.
-    rng = np.random.default_rng(0)
-    pick_r = rng.choice(rows, size=min(len(rows), 32), replace=False)
-    pick_d = rng.choice(N, size=min(N, 4), replace=False)
-    sub = dp_subset(dp, pick_d)
-    ref = _direct_tables(sub, model, g[pick_r], x[pick_r], T[pick_r], times, wsets, 1)
-    got = out[:, pick_d][:, :, pick_r]
-    scale = np.maximum(np.abs(ref), 1e-300)
-    if np.max(np.abs(got - ref) / scale) > 1e-9:
-        return _direct_tables(dp, model, g, x, T, times, wsets, n_jobs)
-    return out
-
-
-def dp_subset(dp: DrawParams, draws: np.ndarray) -> DrawParams:
-    """A shallow copy of ``dp`` holding only the given flattened draws."""
-    sub = object.__new__(DrawParams)
-    sub.__dict__.update(dp.__dict__)
-    sub.values = {k: v[draws] for k, v in dp.values.items()}
-    sub.n_chain, sub.n_draw = 1, len(draws)
-    sub.chain = sub.draw = None
-    return sub
 
 
 class _Engine:
@@ -473,10 +280,12 @@ class _Engine:
         self.fast = fast
         self.need_value = need_value
         self.model = self.dp.model
+        self.family = self.dp.family
+        self.spend_family = self.sp.family
         self.pcol = customer_columns(self.dp, rfm)
         self.scol = customer_columns(self.sp, rfm)
-        scale_var = "beta" if self.model == "pareto_nbd" else "alpha"
-        self.times, self.weights = _schedule(disc, float(self.dp.values[scale_var].min()))
+        scale = float(self.dp.values[self.family.discount_scale].min())
+        self.times, self.weights = _schedule(disc, scale)
         x = rfm.frequency.astype(np.float64)
         self.v_code, (ug, ux, uT) = _factorize(self.pcol, x, rfm.T)
         self.value_alive, self.purchases_alive = self._alive_tables(ug, ux, uT)
@@ -492,14 +301,18 @@ class _Engine:
             times, wsets = self.times[-1:], np.ones((1, 1))
         else:
             times, wsets = self.times, np.stack([self.weights, horizon_only])
-        if self.model == "pareto_nbd":
-            out = _pareto_tables(self.dp, g, x, T, times, wsets, self.n_jobs)
-        elif self.fast and not (self.need_value and np.array_equal(wsets[0], wsets[1])):
-            # (No discounting needs Phi at the horizon only: one hyp2f1 per draw and row,
-            # and it keeps expected_clv exactly equal to purchases x spend x margin.)
-            out = _bg_tables(self.dp, self.model, g, x, T, times, wsets, self.n_jobs)
-        else:
-            out = _direct_tables(self.dp, self.model, g, x, T, times, wsets, self.n_jobs)
+        out = None
+        if self.fast and not (self.need_value and np.array_equal(wsets[0], wsets[1])):
+            # (No discounting needs Phi at the horizon only: one evaluation per draw and
+            # row, and it keeps expected_clv exactly equal to purchases x spend x margin.)
+            def direct(dp, g_, x_, T_, times_, wsets_):
+                return _direct_tables(dp, g_, x_, T_, times_, wsets_, self.n_jobs)
+
+            out = self.family.alive_tables(
+                self.dp, g, x, T, times, wsets, self.n_jobs, direct
+            )
+        if out is None:
+            out = _direct_tables(self.dp, g, x, T, times, wsets, self.n_jobs)
         # Stored (row, draw): customers gather contiguous rows.
         tables = [np.ascontiguousarray(o.T) for o in out]
         return (tables[0], tables[1]) if self.need_value else (None, tables[0])
@@ -550,62 +363,26 @@ class _Engine:
                 out["purchases"][pos] = pa * self.purchases_alive[vc]
             if "clv" in out:
                 ths = {k: v[:, self.scol[cust[0]]][None, :] for k, v in sp.values.items()}
-                spend = spend_mean(ths, x, rfm.monetary_value[cust][:, None])
+                spend = self.spend_family.expected_spend(
+                    ths, x, rfm.monetary_value[cust][:, None]
+                )
                 out["clv"][pos] = pa * self.value_alive[vc] * spend * self.margin
         return out
 
     def _p_alive_group(self, th: dict, cust: np.ndarray) -> np.ndarray:
-        """P(alive) of customers of one segment, (len(cust), n_draws).
-
-        BG/NBD and MBG/NBD: the logs in ``z`` are taken once per distinct ``x``, ``T``
-        and ``t_x`` of the group (whole days give few distinct values) and gathered, and
-        the arithmetic is that of :func:`bayesclv.predict.p_alive`, so results are
-        bit-identical to it.
-        """
+        """P(alive) of customers of one segment, (len(cust), n_draws)."""
         rfm = self.rfm
-        x, t_x, T = rfm.frequency[cust], rfm.recency[cust], rfm.T[cust]
-        if self.model not in ("bgnbd", "mbgnbd"):
-            return p_alive(self.model, th, x[:, None].astype(np.float64), t_x[:, None],
-                           T[:, None])
-        ux, xc = np.unique(x, return_inverse=True)
-        uT, Tc = np.unique(T, return_inverse=True)
-        ut, tc = np.unique(t_x, return_inverse=True)
-        a, b, r, alpha = th["a"], th["b"], th["r"], th["alpha"]
-        uxf = ux.astype(np.float64)[:, None]
-        if self.model == "bgnbd":
-            log_ab = np.log(a) - np.log(np.where(uxf > 0, b + uxf - 1.0, 1.0))
-        else:
-            log_ab = np.log(a) - np.log(b + uxf)
-        log_T = np.log(alpha + uT[:, None])
-        log_t = np.log(alpha + ut[:, None])
-        rx = r + x.astype(np.float64)[:, None]
-        z = bg_log_odds(self.model, log_ab[xc], rx, log_T[Tc] - log_t[tc])
-        pa = p_alive_from_log_odds(z)
-        if self.model == "bgnbd":
-            pa[x == 0] = 1.0
-        return pa
+        return self.family.p_alive_rows(th, rfm.frequency[cust], rfm.recency[cust], rfm.T[cust])
 
     # ------------------------------------------------------------------ simulation
     def simulate_block(self, block: int, entropy: int) -> tuple[np.ndarray, np.ndarray]:
         """Realised discounted value and P(alive) of one SIM_BLOCK, (n_block, n_draws).
 
-        Per segment of the block, with that segment's draws as a row vector:
-
-        * alive at ``T`` ~ Bernoulli(P(alive));
-        * the first future purchase time, with ``lambda ~ Gamma(n, A)`` (``n = r+x``,
-          ``A = alpha+T``) integrated out, is Lomax: ``P(tau_1 > s) = (A/(A+s))^n``, drawn
-          by inversion ``tau_1 = A expm1(-log(U)/n)``; only customer-draws with
-          ``tau_1`` inside the horizon (and, Pareto/NBD, before the dropout time, which is
-          Lomax with ``(beta+T, s)`` likewise) need more random numbers;
-        * for those, ``lambda | tau_1 ~ Gamma(n+1, A+tau_1)`` (conjugate update by one
-          exponential inter-arrival), then the purchase process runs on: BG/NBD dropout
-          with ``p ~ Beta(a, b+x)`` after each purchase (``b+x+1`` for MBG/NBD), next
-          arrival after ``Exp(lambda)``; each amount ``Gamma(p_s, nu)`` with
-          ``nu ~ Gamma(q + p_s x, v + x zbar)``, discounted at its time.
-
-        The two-stage draw of ``(tau_1, lambda)`` has exactly the joint law of drawing
-        ``lambda`` first, and saves a Gamma draw for the ~80 % of customer-draws that buy
-        nothing in the horizon.
+        Per segment of the block, with that segment's draws as a row vector: alive at
+        ``T`` ~ Bernoulli(P(alive)); the family simulates the future purchase times of
+        the alive customer-draws (:meth:`~bayesclv.families.base.PurchaseFamily.future_events`);
+        the spend family draws each customer-draw's latent spend given the history and
+        one amount per purchase; each amount is discounted at its time.
         """
         rfm, dp, disc = self.rfm, self.dp, self.disc
         n = rfm.n_customers
@@ -617,7 +394,6 @@ class _Engine:
         out = np.zeros((m, N))
         pa_out = np.empty((m, N))
         H = disc.horizon
-        parts = []  # per segment: customer-draws that buy at least once in the horizon
         for pos in self._groups(idx):
             cust = idx[pos]
             pc, sc = self.pcol[cust[0]], self.scol[cust[0]]
@@ -628,59 +404,24 @@ class _Engine:
                 continue
             x = rfm.frequency[cust].astype(np.float64)[:, None]
             T = rfm.T[cust][:, None]
-            shape = (len(cust), N)
-            alive = rng.random(shape) < pa
-            n_rate = th["r"] + x
-            A = th["alpha"] + T
-            with np.errstate(divide="ignore", over="ignore"):
-                tau1 = A * np.expm1(-np.log(rng.random(shape)) / n_rate)
-                if self.model == "pareto_nbd":
-                    B = th["beta"] + T
-                    end = np.minimum(H, B * np.expm1(-np.log(rng.random(shape)) / th["s"]))
-                else:
-                    end = np.full(shape, H)
-                act_r, act_d = np.nonzero(alive & (tau1 <= end))
-            if act_r.size == 0:
+            alive = rng.random((len(cust), N)) < pa
+            ev_pos, tau = self.family.future_events(th, x, T, alive, H, rng)
+            if ev_pos.size == 0:
                 continue
-            xa = x[act_r, 0]
-            tau = tau1[act_r, act_d]
-            part = {
-                "pos": pos[act_r] * N + act_d,
-                "tau": tau,
-                "end": end[act_r, act_d],
-                "lam_shape": n_rate[act_r, act_d] + 1.0,
-                "lam_rate": A[act_r, 0] + tau,
-                "x": xa,
-                "zbar": rfm.monetary_value[cust][act_r],
-                **{k: self.sp.values[k][act_d, sc] for k in ("p", "q", "v")},
-            }
-            if self.model != "pareto_nbd":
-                extra = 1.0 if self.model == "mbgnbd" else 0.0
-                part["beta_a"] = np.broadcast_to(th["a"][0], (N,))[act_d]
-                part["beta_b"] = th["b"][0, act_d] + xa + extra
-            parts.append(part)
-        if not parts:
-            return out, pa_out
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        tau, end_a, ps = cat["tau"], cat["end"], cat["p"]
-        lam = rng.standard_gamma(cat["lam_shape"]) / cat["lam_rate"]
-        if self.model != "pareto_nbd":
-            p_drop = rng.beta(cat["beta_a"], cat["beta_b"])
-        xa = cat["x"]
-        # nu | x purchases averaging zbar ~ Gamma(q + p x, rate v + x zbar)
-        # (Fader & Hardie 2013: the Gamma prior on nu is conjugate).
-        nu = rng.standard_gamma(cat["q"] + ps * xa) / (cat["v"] + xa * cat["zbar"])
-        value = np.zeros(tau.size)
-        live = np.arange(tau.size)
-        while live.size:
-            amount = rng.standard_gamma(ps[live]) / nu[live]
-            value[live] += disc.factor(tau[live]) * amount
-            if self.model != "pareto_nbd":
-                # BG/NBD: right after each purchase, dropout with probability p.
-                live = live[rng.random(live.size) >= p_drop[live]]
-            tau[live] += rng.standard_exponential(live.size) / lam[live]
-            live = live[tau[live] <= end_a[live]]
-        out.ravel()[cat["pos"]] = value * self.margin
+            # latent spend once per customer-draw that buys, one amount per purchase
+            buyers, ev_buyer = np.unique(ev_pos, return_inverse=True)
+            b_r, b_d = np.divmod(buyers, N)
+            ths = {k: v[b_d, sc] for k, v in self.sp.values.items()}
+            nu = self.spend_family.latent_given_history(
+                ths, x[b_r, 0], rfm.monetary_value[cust][b_r], rng
+            )
+            th_ev = {k: v[ev_buyer] for k, v in ths.items()}
+            amount = self.spend_family.sample_amounts(th_ev, nu[ev_buyer], rng)
+            value = np.bincount(ev_buyer, weights=disc.factor(tau) * amount,
+                                minlength=buyers.size)
+            block_out = out[pos]
+            block_out.ravel()[buyers] = value * self.margin
+            out[pos] = block_out
         return out, pa_out
 
     def simulate(

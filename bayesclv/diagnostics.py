@@ -37,19 +37,15 @@ import numpy as np
 import pandas as pd
 import scipy.special as sps
 import xarray as xr
-from scipy import stats
 
 from bayesclv.data import DAYS_PER_UNIT, RFMData
 from bayesclv.errors import ModelSpecificationError
-from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, mbgnbd_logp, pareto_nbd_logp
+from bayesclv.families import get_family
 from bayesclv.predict import (
-    PURCHASE_MODELS,
     DrawParams,
     customer_columns,
     expected_purchases,
     expected_spend,
-    log_p_alive,
-    phi_alive,
 )
 from bayesclv.summary import interval_arrays
 
@@ -70,7 +66,6 @@ __all__ = [
     "compare_models",
 ]
 
-_LOGP = {"bgnbd": bgnbd_logp, "mbgnbd": mbgnbd_logp, "pareto_nbd": pareto_nbd_logp}
 _APPROXIMATIONS = ("map", "laplace", "advi")
 NOT_ASSESSED = "not assessed (approximation)"
 
@@ -250,9 +245,9 @@ def convergence_report(
         "divergence_fail_rate": float(divergence_fail_rate),
     }
     if var_names is None:
-        from bayesclv.transforms import NATURAL
+        from bayesclv.families import FAMILIES
 
-        names = list(NATURAL.get(kind, ()))
+        names = list(FAMILIES[kind].params) if kind in FAMILIES else []
         names += [v for v in post.data_vars if v.endswith(("_mu", "_sigma"))]
         names = [v for v in names if v in post.data_vars] or list(post.data_vars)
     else:
@@ -484,11 +479,7 @@ def posterior_predictive_frequency(
 
     params = _as_params(params)
     dp = DrawParams(params, "purchase")
-    cls = {
-        "bgnbd": simulate.BGNBDParams,
-        "mbgnbd": simulate.MBGNBDParams,
-        "pareto_nbd": simulate.ParetoNBDParams,
-    }[dp.model]
+    cls = dp.family.truth_class
     rng = np.random.default_rng(random_seed)
     idx = _draw_subset(dp.n_draws, n_draws, rng)
     cols = dp.positions(rfm.segment_names)
@@ -553,61 +544,6 @@ def holdout_metrics(actual: Any, predicted: Any) -> dict[str, float]:
         "MSLE": float(np.mean((np.log1p(np.maximum(p, 0)) - np.log1p(y)) ** 2)),
         "BIAS": float(p.sum() / y.sum() - 1.0) if y.sum() > 0 else float("nan"),
     }
-
-
-def _latent_given_alive(model, th, x, T, rng):
-    """One draw of the individual latent values given the history and alive at T.
-
-    Conjugacy (see :mod:`bayesclv.predict`): ``lambda ~ Gamma(r+x, alpha+T)`` and
-    ``p ~ Beta(a, b+x)`` (BG/NBD), ``Beta(a, b+x+1)`` (MBG/NBD), or
-    ``mu ~ Gamma(s, beta+T)`` (Pareto/NBD).
-    """
-    lam = rng.gamma(th["r"] + x, 1.0 / (th["alpha"] + T))
-    if model == "pareto_nbd":
-        return lam, rng.gamma(np.broadcast_to(th["s"], lam.shape), 1.0 / (th["beta"] + T))
-    extra = 1.0 if model == "mbgnbd" else 0.0
-    return lam, rng.beta(np.broadcast_to(th["a"], lam.shape), th["b"] + x + extra)
-
-
-def _log_pmf_holdout(model, lam, drop, y, h):
-    """log P(Y = y purchases in a window of length h | alive at its start, latent values).
-
-    BG/NBD, MBG/NBD: ``Y = min(N, K)`` with ``K ~ Poisson(lambda h)`` arrivals and
-    ``N ~ Geometric(p)`` on {1, 2, ...} purchases before dropout (the coin is tossed after
-    each purchase), so ``P(Y=0) = e^{-lambda h}`` and, for ``y >= 1``,
-    ``P(Y=y) = (1-p)^{y-1} [Poisson(y; lambda h) + p P(K > y)]``.
-
-    Pareto/NBD: lifetime ``tau ~ Exp(mu)``, ``Y ~ Poisson(lambda min(tau, h))``:
-    ``P(Y=y) = e^{-mu h} Poisson(y; lambda h) + mu/(lambda+mu) (lambda/(lambda+mu))^y
-    P(Gamma(y+1, 1) <= (lambda+mu) h)`` (integrating the Poisson over the lifetime).
-    """
-    m = lam * h
-    with np.errstate(divide="ignore"):
-        if model == "pareto_nbd":
-            mu = drop
-            tot = lam + mu
-            a = -mu * h + stats.poisson.logpmf(y, m)
-            b = (np.log(mu) - np.log(tot) + y * (np.log(lam) - np.log(tot))
-                 + np.log(sps.gammainc(y + 1.0, tot * h)))
-            return np.logaddexp(a, b)
-        p = drop
-        y1 = np.maximum(y, 1)
-        pos = (y1 - 1) * np.log1p(-p) + np.logaddexp(
-            stats.poisson.logpmf(y1, m), np.log(p) + stats.poisson.logsf(y1, m)
-        )
-        return np.where(y > 0, pos, -m)
-
-
-def _simulate_holdout(model, lam, drop, h, rng):
-    """Purchases of alive customers in a window of length h, one per latent draw."""
-    if model == "pareto_nbd":
-        tau = rng.standard_exponential(lam.shape) / drop
-        return rng.poisson(lam * np.minimum(tau, h))
-    K = rng.poisson(lam * h)
-    u = 1.0 - rng.random(lam.shape)
-    with np.errstate(divide="ignore"):
-        N = np.maximum(np.ceil(np.log(u) / np.log1p(-drop)), 1.0)
-    return np.minimum(N, K).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -746,7 +682,7 @@ def holdout_evaluation(
     Notes
     -----
     Per posterior draw and customer: the customer is alive at the end of calibration with
-    probability P(alive | history) (:func:`bayesclv.predict.log_p_alive`); given alive,
+    probability P(alive | history) (the family's ``log_p_alive``); given alive,
     the individual rates are drawn from their conjugate posterior given the history, and
     the holdout purchases simulated with the model's process over the holdout length;
     holdout spend is the sum of that many Gamma(p, nu) amounts with
@@ -757,7 +693,7 @@ def holdout_evaluation(
     The log predictive density of each customer's holdout count is
     ``log mean_d [P(alive) P(y | latent_d) + (1 - P(alive)) 1{y = 0}]``, a Monte Carlo
     estimate over posterior draws and one latent draw each, with ``P(y | latent)`` exact
-    (:func:`_log_pmf_holdout`).
+    (the family's ``window_log_pmf``).
 
     Point predictions: the posterior mean of the conditional expectation
     (:func:`bayesclv.predict.expected_purchases`) and, for spend, its product with the
@@ -770,7 +706,7 @@ def holdout_evaluation(
     h = float(rfm.holdout_length)
     rng = np.random.default_rng(random_seed)
     dp = DrawParams(params, "purchase")
-    model = dp.model
+    model, fam = dp.model, dp.family
     idx = _draw_subset(dp.n_draws, n_draws, rng)
     cols = customer_columns(dp, rfm)
     sp = None
@@ -808,25 +744,21 @@ def holdout_evaluation(
         t_x, T = rfm.recency[sl], rfm.T[sl]
         y = rfm.holdout_frequency[sl]
         th = {n: v[idx][:, cols[sl]] for n, v in dp.values.items()}  # (draws, chunk)
-        lpa = log_p_alive(model, th, x, t_x, T)
-        lam, drop = _latent_given_alive(model, th, x, T, rng)
-        log_alive_term = lpa + _log_pmf_holdout(model, lam, drop, y, h)
+        lpa = fam.log_p_alive(th, x, t_x, T)
+        latent = fam.latent_given_alive(th, x, T, rng)
+        log_alive_term = lpa + fam.window_log_pmf(latent, y, h)
         with np.errstate(divide="ignore"):
             log_dead = np.where(y == 0, np.log(-np.expm1(lpa)), -np.inf)
         lpd[sl] = sps.logsumexp(np.logaddexp(log_alive_term, log_dead), axis=0) - np.log(
             len(idx)
         )
         alive = rng.random(lpa.shape) < np.exp(lpa)
-        y_sim = np.where(alive, _simulate_holdout(model, lam, drop, h, rng), 0)
+        y_sim = np.where(alive, fam.simulate_window(latent, h, rng), 0)
         sims = {"purchases": (y_sim, y)}
         if sp is not None:
             ths = {n: v[sp_idx][:, sp_cols[sl]] for n, v in sp.values.items()}
-            zbar = rfm.monetary_value[sl]
-            nu = rng.gamma(ths["q"] + ths["p"] * x, 1.0 / (ths["v"] + x * zbar))
-            shape = ths["p"] * y_sim
-            spend_sim = np.where(
-                y_sim > 0, rng.gamma(np.where(y_sim > 0, shape, 1.0), 1.0 / nu), 0.0
-            )
+            nu = sp.family.latent_given_history(ths, x, rfm.monetary_value[sl], rng)
+            spend_sim = sp.family.sample_totals(ths, nu, y_sim, rng)
             sims["spend"] = (spend_sim, rfm.holdout_spend[sl])
         for q, (draws_, obs) in sims.items():
             for p in probs:
@@ -981,9 +913,8 @@ def tracking(
         uniq, inv = np.unique(ages, return_inverse=True)
         th = {n: v[idx][:, [cols[s]]] for n, v in dp.values.items()}  # (draws, 1)
         t = np.maximum(uniq, 0) / day
-        e = np.exp(log_p_alive(dp.model, th, 0.0, 0.0, 0.0)) * phi_alive(
-            dp.model, th, 0.0, 0.0, t[None, :]
-        )
+        fam = dp.family
+        e = fam.p_alive(th, 0.0, 0.0, 0.0) * fam.expected_alive(th, 0.0, 0.0, t[None, :])
         e = np.where(uniq[None, :] < 0, 0.0, e)  # not yet acquired
         # weights[u, p]: customers whose age at the end of period p is uniq[u]; one
         # matrix product then sums over customers without a draws x days x periods array
@@ -1037,20 +968,12 @@ def pointwise_log_likelihood(
     ``"spend"`` (Gamma-Gamma: customers with a repeat purchase and positive mean spend).
     ``chunk_size`` bounds the number of (draw x row) values evaluated at once.
     """
-    kind = idata.attrs.get("model")
+    fam = get_family(idata.attrs.get("model"))
     params = _as_params(idata)
-    if kind == "gamma_gamma":
-        dp = DrawParams(params, "spend")
-        keep = (rfm.frequency > 0) & (rfm.monetary_value > 0)
-        data = [rfm.frequency[keep].astype(float), rfm.monetary_value[keep]]
-        var = "spend"
-    elif kind in PURCHASE_MODELS:
-        dp = DrawParams(params, "purchase")
-        keep = np.ones(rfm.n_customers, dtype=bool)
-        data = [rfm.frequency.astype(float), rfm.recency, rfm.T]
-        var = "purchases"
-    else:
-        raise ModelSpecificationError(f"unknown model {kind!r} in idata.attrs['model'].")
+    dp = DrawParams(params, fam.kind)
+    rows = fam.model_rows(rfm)
+    keep, data = rows.mask, list(rows.columns)
+    var = "purchases" if fam.kind == "purchase" else "spend"
     cols = dp.positions(rfm.segment_names)[rfm.segment[keep]]
     stacked = np.column_stack([cols.astype(float), *data])
     uniq, inv = np.unique(stacked, axis=0, return_inverse=True)
@@ -1061,10 +984,7 @@ def pointwise_log_likelihood(
     for sl in _chunks(uniq.shape[0], step):
         th = [dp.values[n][:, ucols[sl]] for n in dp.values]
         d = [uniq[sl, j + 1] for j in range(len(data))]
-        if kind == "gamma_gamma":
-            ll_u[:, sl] = gamma_gamma_logp(*th, *d)
-        else:
-            ll_u[:, sl] = _LOGP[kind](*th, *d)
+        ll_u[:, sl] = fam.logp(*th, *d)
     ll = ll_u[:, inv].reshape(dp.n_chain, dp.n_draw, -1)
     ds = xr.Dataset(
         {var: (("chain", "draw", "customer"), ll)},
@@ -1097,8 +1017,7 @@ def compare_models(
     """
     if not fits:
         raise ValueError("compare_models needs at least one fit.")
-    families = {"spend" if f.attrs.get("model") == "gamma_gamma" else "purchases"
-                for f in fits.values()}
+    families = {get_family(f.attrs.get("model")).kind for f in fits.values()}
     if len(families) > 1:
         raise ModelSpecificationError(
             "compare_models: purchase models and Gamma-Gamma fits model different data and "

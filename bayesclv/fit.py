@@ -20,10 +20,10 @@ import pymc as pm
 import xarray as xr
 
 from bayesclv.errors import ModelSpecificationError, SavedModelError
+from bayesclv.families import FAMILIES
 from bayesclv.models._common import model_spec
 from bayesclv.priors import priors_to_dict
 from bayesclv.saved import FORMAT_VERSION, _attr_json, _version, load_fit, save_fit
-from bayesclv.transforms import NATURAL, TRANSFORMS, UNCONSTRAINED
 
 __all__ = [
     "SAMPLERS",
@@ -343,7 +343,7 @@ def fit_many(
 
     child_kwargs = {**fit_kwargs, "progressbar": False}
     payloads = [
-        cloudpickle.dumps((model, model_spec(model), child_kwargs)) for model in models[:-1]
+        cloudpickle.dumps((model, child_kwargs)) for model in models[:-1]
     ]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(payloads), mp_context=ctx) as pool:
@@ -354,13 +354,10 @@ def fit_many(
 
 
 def _fit_payload(payload: bytes) -> az.InferenceData:
-    """Worker side of :func:`fit_many`: unpickle a model and its spec, fit it."""
+    """Worker side of :func:`fit_many`: unpickle a model (it carries its spec), fit it."""
     import cloudpickle
 
-    from bayesclv.models._common import register_spec
-
-    model, spec, kwargs = cloudpickle.loads(payload)
-    register_spec(model, spec)
+    model, kwargs = cloudpickle.loads(payload)
     return fit(model, **kwargs)
 
 
@@ -571,11 +568,11 @@ def posterior_params(idata: az.InferenceData) -> xr.Dataset:
     ``bayesclv.clv`` take.
     """
     kind = idata.attrs.get("model")
-    if kind not in NATURAL:
+    if kind not in FAMILIES:
         raise SavedModelError(
             "This InferenceData does not come from bayesclv.fit (no 'model' attribute)."
         )
-    ds = idata.posterior[list(NATURAL[kind])]
+    ds = idata.posterior[list(FAMILIES[kind].params)]
     ds = ds.assign_coords(segment=_attr_json(idata, "segment_names"))
     ds.attrs = {"model": kind, "time_unit": idata.attrs.get("time_unit", "")}
     return ds
@@ -595,8 +592,9 @@ def population_params(
     kind = idata.attrs.get("model")
     pooling = idata.attrs.get("pooling")
     post = idata.posterior
-    if kind not in NATURAL:
+    if kind not in FAMILIES:
         raise SavedModelError("This InferenceData does not come from bayesclv.fit.")
+    fam = FAMILIES[kind]
     if pooling == "none":
         raise ModelSpecificationError(
             "pooling='none' has no population distribution, so a new segment has no "
@@ -604,13 +602,13 @@ def population_params(
         )
     rng = np.random.default_rng(random_seed)
     thetas = {}
-    for name in UNCONSTRAINED[kind]:
+    for name in fam.unconstrained:
         if pooling == "complete":
             thetas[name] = post[name].values
         else:
             mu, sigma = post[f"{name}_mu"].values, post[f"{name}_sigma"].values
             thetas[name] = mu + sigma * rng.standard_normal(mu.shape)
-    nat = TRANSFORMS[kind](**thetas)
+    nat = fam.to_natural(**thetas)
     ds = xr.Dataset(
         {k: (("chain", "draw", "segment"), np.asarray(v)[..., None]) for k, v in nat.items()},
         coords={"chain": post.chain, "draw": post.draw, "segment": [segment]},

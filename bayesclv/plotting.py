@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayesclv.families import FAMILIES
 from bayesclv.predict import DrawParams, log_p_alive, phi_alive
 from bayesclv.summary import interval_arrays
 
@@ -31,8 +32,12 @@ __all__ = [
     "plot_rank",
 ]
 
-_MODEL_NAMES = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD",
-                "gamma_gamma": "Gamma-Gamma"}
+def _label(model: str) -> str:
+    """A family's name for people (``"bgnbd"`` -> ``"BG/NBD"``)."""
+    fam = FAMILIES.get(model)
+    return fam.label if fam is not None else model
+
+
 #: Largest number of (draw x grid cell) values evaluated at once.
 _CHUNK = 2_000_000
 
@@ -118,7 +123,7 @@ def plot_probability_alive_matrix(params: xr.Dataset, T: float, *, segment: str 
     dp = DrawParams(params, "purchase")
     _, name = _segment(dp, segment)
     unit = params.attrs.get("time_unit") or "week"
-    title = (f"{_MODEL_NAMES.get(dp.model, dp.model)}: P(alive), segment {name}, "
+    title = (f"{_label(dp.model)}: P(alive), segment {name}, "
              f"T = {T:g} {unit}s")
     return _matrix_plot(mat, ax, title, "posterior mean P(alive)", unit, 0.0, 1.0)
 
@@ -132,7 +137,7 @@ def plot_expected_purchases_matrix(params: xr.Dataset, T: float, horizon: float,
     dp = DrawParams(params, "purchase")
     _, name = _segment(dp, segment)
     unit = params.attrs.get("time_unit") or "week"
-    title = (f"{_MODEL_NAMES.get(dp.model, dp.model)}: expected purchases in the next "
+    title = (f"{_label(dp.model)}: expected purchases in the next "
              f"{horizon:g} {unit}s\nsegment {name}, T = {T:g} {unit}s")
     return _matrix_plot(mat, ax, title, "posterior mean expected purchases", unit,
                         cmap="magma")
@@ -254,7 +259,7 @@ def plot_tracking(table: pd.DataFrame, *, kind: str = "cumulative", ax=None):
     per = unit if pdays is None else f"{unit} ({pdays:g} days)"
     ax.set_xlabel(f"{unit}s since {table.attrs.get('start', 'the first acquisition')}")
     ax.set_ylabel("cumulative repeat transactions" if pre else f"repeat transactions per {per}")
-    model = _MODEL_NAMES.get(table.attrs.get("model", ""), "")
+    model = _label(table.attrs.get("model", "")) if table.attrs.get("model") else ""
     ax.set_title(f"{model} tracking: {kind} repeat transactions".strip())
     ax.legend(loc="upper left" if pre else "upper right")
     ax.set_xlim(t.min() - 0.5, t.max() + 0.5)
@@ -279,7 +284,7 @@ def plot_frequency_check(check, *, group: str = "all", prob: float = 0.9, ax=Non
     ax.set_xlabel("repeat purchases in calibration")
     ax.set_ylabel("customers")
     pv = check.p_values().get(group, np.nan)
-    ax.set_title(f"{_MODEL_NAMES.get(check.model, check.model)} posterior predictive check, "
+    ax.set_title(f"{_label(check.model)} posterior predictive check, "
                  f"{'all customers' if group == 'all' else 'segment ' + group} "
                  f"(p = {pv:.2f})")
     ax.legend()

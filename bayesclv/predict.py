@@ -7,11 +7,12 @@ The formulas are evaluated per draw on NumPy arrays; this module does not import
 
 Parameter layout (the contract with ``bayesclv.models`` / ``bayesclv.fit``)
 --------------------------------------------------------------------------
-``params.attrs["model"]`` is ``"bgnbd"``, ``"mbgnbd"`` (variables ``r, alpha, a, b``) or
-``"pareto_nbd"`` (``r, alpha, s, beta``); spend draws have ``p, q, v`` and
-``attrs["model"] == "gamma_gamma"``. Every variable has dims ``("chain", "draw",
-"segment")`` and the ``segment`` coordinate holds segment names. Customers are matched
-to segments by name (``rfm.segment_names[rfm.segment]``), so the order of the
+``params.attrs["model"]`` names the family (:data:`bayesclv.families.FAMILIES`), whose
+``params`` are the variables, e.g. ``r, alpha, a, b`` for ``"bgnbd"``; spend draws have
+``attrs["model"] == "gamma_gamma"`` (``p, q, v``). The formulas live in the family modules;
+this module only gathers draws per customer and dispatches. Every variable has dims
+``("chain", "draw", "segment")`` and the ``segment`` coordinate holds segment names. Customers
+are matched to segments by name (``rfm.segment_names[rfm.segment]``), so the order of the
 ``segment`` coordinate does not matter; a name missing from ``params`` is an error.
 
 How the conditional expectations are organised
@@ -48,42 +49,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import scipy.special as sps
 import xarray as xr
 
 from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
-from bayesclv.likelihoods import pareto_nbd_logp
+from bayesclv.families import FAMILIES, get_family, purchase_families
+from bayesclv.families.base import expm1_ratio
+from bayesclv.families.bgnbd import bg_G
 
 __all__ = [
     "PURCHASE_MODELS",
+    "DrawParams",
     "probability_alive",
     "expected_purchases",
     "expected_purchases_new_customer",
     "expected_spend",
+    "log_p_alive",
+    "p_alive",
+    "phi_alive",
+    "spend_mean",
+    "bg_G",
+    "expm1_ratio",
 ]
 
-#: Variables each purchase model's params Dataset must hold.
+#: Variables each purchase model's params Dataset must hold (from the registry).
 PURCHASE_MODELS: dict[str, tuple[str, ...]] = {
-    "bgnbd": ("r", "alpha", "a", "b"),
-    "mbgnbd": ("r", "alpha", "a", "b"),
-    "pareto_nbd": ("r", "alpha", "s", "beta"),
+    name: FAMILIES[name].params for name in purchase_families()
 }
-SPEND_MODEL = "gamma_gamma"
-SPEND_VARS = ("p", "q", "v")
-
-#: Below this distance from 1, ``a`` (BG/NBD) or ``s`` (Pareto/NBD) is treated with the
-#: limit formula; see ``_bg_phi`` / ``_pareto_phi``.
-_NEAR_ONE = 1e-7
-_NEAR_ONE_F = 1e-4
 
 
 # --------------------------------------------------------------------------- params
 class DrawParams:
     """Posterior draws flattened to ``(n_draws, n_segments)`` NumPy arrays.
 
-    Internal helper: ``values[name]`` is ``(chain*draw, segment)``; ``chain`` and
-    ``draw`` keep the coordinates so results can be reshaped back.
+    ``values[name]`` is ``(chain*draw, segment)``; ``chain`` and ``draw`` keep the
+    coordinates so results can be reshaped back; ``family`` is the model's family object.
     """
 
     def __init__(self, params: xr.Dataset, kind: str):
@@ -91,24 +91,13 @@ class DrawParams:
             raise ModelSpecificationError(
                 f"expected an xarray.Dataset of posterior draws, got {type(params).__name__}."
             )
-        model = params.attrs.get("model")
-        if kind == "purchase":
-            if model not in PURCHASE_MODELS:
-                raise ModelSpecificationError(
-                    f"params.attrs['model'] is {model!r}; purchase draws need one of "
-                    f"{sorted(PURCHASE_MODELS)}."
-                )
-            names = PURCHASE_MODELS[model]
-        else:
-            if model != SPEND_MODEL:
-                raise ModelSpecificationError(
-                    f"spend params.attrs['model'] is {model!r}; expected 'gamma_gamma'."
-                )
-            names = SPEND_VARS
+        fam = get_family(params.attrs.get("model"), kind)
+        names = fam.params
         missing = [n for n in names if n not in params.data_vars]
         if missing:
             raise ModelSpecificationError(
-                f"{model} params lack variables {missing}; they have {list(params.data_vars)}."
+                f"{fam.name} params lack variables {missing}; they have "
+                f"{list(params.data_vars)}."
             )
         for n in names:
             if params[n].dims != ("chain", "draw", "segment"):
@@ -116,7 +105,8 @@ class DrawParams:
                     f"params['{n}'] has dims {params[n].dims}; expected "
                     f"('chain', 'draw', 'segment')."
                 )
-        self.model: str = model
+        self.family = fam
+        self.model: str = fam.name
         self.chain = params["chain"].values if "chain" in params.coords else None
         self.draw = params["draw"].values if "draw" in params.coords else None
         self.n_chain = params.sizes["chain"]
@@ -133,12 +123,7 @@ class DrawParams:
                     f"values are not."
                 )
             self.values[n] = arr
-        if kind == "spend" and (self.values["q"] <= 1).any():
-            k = int((self.values["q"] <= 1).sum())
-            raise ModelSpecificationError(
-                f"Gamma-Gamma q must be > 1 in every draw for the mean spend p v / (q - 1) "
-                f"to exist; {k} draws have q <= 1. Use a prior that keeps q > 1."
-            )
+        fam.check_draws(self.values)
 
     @property
     def n_draws(self) -> int:
@@ -152,13 +137,22 @@ class DrawParams:
             raise ModelSpecificationError(
                 f"segments {missing} have no parameter draws (params have "
                 f"{list(self.segments)}). For a segment unseen at fit time, pass params "
-                f"holding its population draws."
+                f"holding its population draws (bayesclv.fit.population_params)."
             )
         return np.array([lookup[s] for s in segment_names], dtype=np.int64)
 
     def columns(self, seg_cols: np.ndarray) -> dict[str, np.ndarray]:
         """``(n_draws, len(seg_cols))`` arrays for the given segment columns."""
         return {n: v[:, seg_cols] for n, v in self.values.items()}
+
+    def subset(self, draws: np.ndarray) -> DrawParams:
+        """A shallow copy holding only the given flattened draws (one chain)."""
+        sub = object.__new__(DrawParams)
+        sub.__dict__.update(self.__dict__)
+        sub.values = {k: v[draws] for k, v in self.values.items()}
+        sub.n_chain, sub.n_draw = 1, len(draws)
+        sub.chain = sub.draw = None
+        return sub
 
     def wrap(self, arr: np.ndarray, dim: str, coord) -> xr.DataArray:
         """Reshape ``(n_draws, n)`` back to ``(chain, draw, dim)``."""
@@ -177,190 +171,25 @@ def customer_columns(dp: DrawParams, rfm: RFMData) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- kernels
-# Kernels take parameter arrays and data arrays that broadcast against each other
-# (typically parameters (n_draws, n_rows) and data (n_rows,) or (n_rows, 1)).
+# Thin dispatchers to the family methods, for callers holding a model name.
+def log_p_alive(model, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
+    """log P(alive at T | x, t_x, T) for one model (name or family), elementwise."""
+    return get_family(model, "purchase").log_p_alive(th, x, t_x, T)
 
 
-def log_p_alive(model: str, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
-    """log P(alive at T | x, t_x, T) for one model, elementwise.
-
-    BG/NBD (FHL 2005, P(alive) note, eq. 2): ``1 / (1 + 1{x>0} a/(b+x-1)
-    ((alpha+T)/(alpha+t_x))^(r+x))``. MBG/NBD (Batislam et al. 2007): the same with
-    ``a/(b+x)`` and no indicator. Both are evaluated as ``-softplus(z)`` with ``z`` the
-    log of the second term, so nothing overflows for large ``x`` or ``T``.
-
-    Pareto/NBD: ``P(alive) = L_alive / L`` where ``L_alive`` is the "still alive at T"
-    term of the likelihood; ``L`` comes from :func:`bayesclv.likelihoods.pareto_nbd_logp`
-    (one implementation of the likelihood), so ``log P = log L_alive - log L``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    t_x = np.asarray(t_x, dtype=np.float64)
-    T = np.asarray(T, dtype=np.float64)
-    r, alpha = th["r"], th["alpha"]
-    if model in ("bgnbd", "mbgnbd"):
-        a, b = th["a"], th["b"]
-        rx = r + x
-        growth = rx * (np.log(alpha + T) - np.log(alpha + t_x))
-        if model == "bgnbd":
-            has_repeat = x > 0
-            denom = np.where(has_repeat, b + x - 1.0, 1.0)
-            z = np.log(a) - np.log(denom) + growth
-            return np.where(has_repeat, -np.logaddexp(0.0, z), 0.0)
-        z = np.log(a) - np.log(b + x) + growth
-        return -np.logaddexp(0.0, z)
-    if model == "pareto_nbd":
-        s, beta = th["s"], th["beta"]
-        rx = r + x
-        log_alive = (
-            sps.gammaln(rx)
-            - sps.gammaln(r)
-            + r * np.log(alpha)
-            + s * np.log(beta)
-            - rx * np.log(alpha + T)
-            - s * np.log(beta + T)
-        )
-        logp = pareto_nbd_logp(r, alpha, s, beta, x, t_x, T)
-        return np.minimum(log_alive - logp, 0.0)
-    raise ModelSpecificationError(f"unknown purchase model {model!r}")
+def p_alive(model, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
+    """P(alive at T | x, t_x, T), elementwise."""
+    return get_family(model, "purchase").p_alive(th, x, t_x, T)
 
 
-def bg_log_odds(model: str, log_ab: np.ndarray, rx: np.ndarray, log_growth: np.ndarray):
-    """``z = log_ab + rx * log_growth``: log of the "dropped out" over "alive" term.
-
-    ``log_ab = log(a) - log(b+x-1)`` (BG/NBD) or ``log(a) - log(b+x)`` (MBG/NBD),
-    ``rx = r + x`` and ``log_growth = log(alpha+T) - log(alpha+t_x)``. Factored out so
-    :mod:`bayesclv.clv` can build the parts from per-segment tables and still get the
-    same floating-point result as :func:`p_alive`.
-    """
-    return log_ab + rx * log_growth
-
-
-def p_alive_from_log_odds(z: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(z))`` (0 when ``exp(z)`` overflows, where P is below 1e-308)."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(z))
-
-
-def p_alive(model: str, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
-    """P(alive at T | x, t_x, T), elementwise (see :func:`log_p_alive` for the formulas).
-
-    BG/NBD and MBG/NBD are evaluated as ``1 / (1 + exp(z))`` (no overflow to NaN for
-    large ``x`` or ``T``); Pareto/NBD as ``exp(log P)``.
-    """
-    if model not in ("bgnbd", "mbgnbd"):
-        return np.exp(log_p_alive(model, th, x, t_x, T))
-    x = np.asarray(x, dtype=np.float64)
-    a, b, r, alpha = th["a"], th["b"], th["r"], th["alpha"]
-    growth = np.log(alpha + np.asarray(T, dtype=np.float64)) - np.log(
-        alpha + np.asarray(t_x, dtype=np.float64)
-    )
-    if model == "bgnbd":
-        has_repeat = x > 0
-        log_ab = np.log(a) - np.log(np.where(has_repeat, b + x - 1.0, 1.0))
-        pa = p_alive_from_log_odds(bg_log_odds(model, log_ab, r + x, growth))
-        return np.where(has_repeat, pa, 1.0)
-    log_ab = np.log(a) - np.log(b + x)
-    return p_alive_from_log_odds(bg_log_odds(model, log_ab, r + x, growth))
-
-
-def expm1_ratio(eps, L):
-    """``(1 - exp(-eps L)) / eps``, equal to ``L`` in the limit ``eps -> 0``."""
-    small = np.abs(eps) < _NEAR_ONE
-    eps_safe = np.where(small, 1.0, eps)
-    return np.where(small, L, -np.expm1(-eps_safe * L) / eps_safe)
-
-
-def _bg_phi(r, alpha, a, b_eff, x, T, t) -> np.ndarray:
-    """Expected purchases in ``(T, T+t]`` of a BG-type customer alive at ``T``.
-
-    With ``lambda ~ Gamma(n, A)``, ``n = r+x``, ``A = alpha+T`` and ``p ~ Beta(a, b_eff)``
-    (``b_eff = b+x`` for BG/NBD, ``b+x+1`` for MBG/NBD), and
-    ``E[X(t) | lambda, p, alive] = (1 - exp(-lambda p t)) / p`` (FHL 2005, eq. 7 with the
-    dropout after each purchase):
-
-    ``Phi = c/(a-1) * [1 - 2F1(n, a-1; c; -t/A)]``, ``c = a + b_eff - 1``,
-
-    the bracket of FHL (2005) eq. (10) after Euler's transformation
-    ``(1-z)^(-n) 2F1(n, b_eff; c; z)`` -> ``2F1(n, a-1; c; z/(z-1))``. The argument
-    ``-t/A`` can be far below -1, so we apply Pfaff's transformation (A&S 15.3.5):
-    ``2F1(n, a-1; c; -k) = (1+k)^(1-a) 2F1(c-n, a-1; c; k/(1+k))``, whose argument is in
-    ``[0, 1)`` and whose first parameter ``c-n = a+b_eff-1-r-x`` no longer grows with ``x``
-    (stable for ``x`` in the tens of thousands). Writing ``F - 1 = (a-1) G`` removes the
-    ``0/0`` at ``a = 1``:
-
-    ``Phi = c * [ (1 - (1+k)^(1-a)) / (a-1) - (1+k)^(1-a) (F - 1)/(a-1) ]``.
-
-    ``G = (F-1)/(a-1)`` is evaluated by :func:`bg_G`, smooth through ``a = 1``.
-    """
-    n = r + x
-    c = a + b_eff - 1.0
-    k = t / (alpha + T)
-    L = np.log1p(k)
-    w = k / (1.0 + k)
-    eps = a - 1.0
-    G = bg_G(c - n, eps, c, w)
-    return c * (expm1_ratio(eps, L) - np.exp(-eps * L) * G)
-
-
-def bg_G(A1, eps, c, w) -> np.ndarray:
-    """``G = (2F1(A1, eps; c; w) - 1) / eps`` elementwise, smooth through ``eps = 0``.
-
-    ``G`` is analytic in ``eps``; for ``|eps| < 1e-4`` it is interpolated linearly between
-    ``eps = +-1e-4`` (error O(1e-8) relative, round-off O(1e-12)) instead of dividing a
-    difference that cancels.
-    """
-    shape = np.broadcast_shapes(np.shape(A1), np.shape(eps), np.shape(c), np.shape(w))
-    A1, eps_b, c_b, w_b = (np.broadcast_to(z, shape).ravel() for z in (A1, eps, c, w))
-    near = np.abs(eps_b) < _NEAR_ONE_F
-    eps_f = np.where(near, _NEAR_ONE_F, eps_b)
-    G = (sps.hyp2f1(A1, eps_f, c_b, w_b) - 1.0) / eps_f
-    if near.any():
-        args = (A1[near], c_b[near], w_b[near])
-        d = _NEAR_ONE_F
-        g_hi = (sps.hyp2f1(args[0], d, args[1], args[2]) - 1.0) / d
-        g_lo = (sps.hyp2f1(args[0], -d, args[1], args[2]) - 1.0) / -d
-        G[near] = 0.5 * (g_hi + g_lo) + eps_b[near] * (g_hi - g_lo) / (2 * d)
-    return G.reshape(shape)
-
-
-def _pareto_phi(r, alpha, s, beta, x, T, t) -> np.ndarray:
-    """Expected purchases in ``(T, T+t]`` of a Pareto/NBD customer alive at ``T``.
-
-    Given alive, ``lambda ~ Gamma(r+x, alpha+T)`` and ``mu ~ Gamma(s, beta+T)`` are
-    independent and ``E[X(t) | lambda, mu, alive] = lambda/mu (1 - exp(-mu t))``, so
-
-    ``Phi = (r+x)/(alpha+T) * (beta+T)/(s-1) * [1 - ((beta+T)/(beta+T+t))^(s-1)]``
-
-    (Schmittlein et al. 1987; Fader & Hardie 2005 note, conditional expectation), with the
-    limit ``(beta+T) log(1 + t/(beta+T))`` at ``s = 1`` (evaluated via ``expm1``).
-    """
-    B = beta + T
-    return (r + x) / (alpha + T) * B * expm1_ratio(s - 1.0, np.log1p(t / B))
-
-
-def phi_alive(model: str, th: Mapping[str, np.ndarray], x, T, t) -> np.ndarray:
+def phi_alive(model, th: Mapping[str, np.ndarray], x, T, t) -> np.ndarray:
     """Expected purchases in ``(T, T+t]`` given alive at ``T`` (elementwise)."""
-    x = np.asarray(x, dtype=np.float64)
-    T = np.asarray(T, dtype=np.float64)
-    t = np.asarray(t, dtype=np.float64)
-    if model == "bgnbd":
-        return _bg_phi(th["r"], th["alpha"], th["a"], th["b"] + x, x, T, t)
-    if model == "mbgnbd":
-        return _bg_phi(th["r"], th["alpha"], th["a"], th["b"] + x + 1.0, x, T, t)
-    if model == "pareto_nbd":
-        return _pareto_phi(th["r"], th["alpha"], th["s"], th["beta"], x, T, t)
-    raise ModelSpecificationError(f"unknown purchase model {model!r}")
+    return get_family(model, "purchase").expected_alive(th, x, T, t)
 
 
-def spend_mean(th: Mapping[str, np.ndarray], x, zbar) -> np.ndarray:
-    """Gamma-Gamma conditional mean spend per purchase (Fader & Hardie 2013, eq. 5).
-
-    ``E[Z | x, zbar] = p (v + x zbar) / (p x + q - 1)``: a weighted average of the
-    population mean ``p v / (q - 1)`` (which it equals at ``x = 0``) and ``zbar``.
-    """
-    p, q, v = th["p"], th["q"], th["v"]
-    x = np.asarray(x, dtype=np.float64)
-    return p * (v + x * np.asarray(zbar, dtype=np.float64)) / (p * x + q - 1.0)
+def spend_mean(th: Mapping[str, np.ndarray], x, zbar, model="gamma_gamma") -> np.ndarray:
+    """Conditional mean spend per purchase of the spend family ``model``."""
+    return get_family(model, "spend").expected_spend(th, x, zbar)
 
 
 def _check_horizon(horizon) -> float:
@@ -391,7 +220,7 @@ def probability_alive(params: xr.Dataset, rfm: RFMData) -> xr.DataArray:
     dp = DrawParams(params, "purchase")
     cols = customer_columns(dp, rfm)
     th = dp.columns(cols)
-    out = p_alive(dp.model, th, rfm.frequency, rfm.recency, rfm.T)
+    out = dp.family.p_alive(th, rfm.frequency, rfm.recency, rfm.T)
     return dp.wrap(out, "customer", rfm.customer_id).rename("p_alive")
 
 
@@ -421,7 +250,8 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float) -> xr.D
     cols = customer_columns(dp, rfm)
     th = dp.columns(cols)
     x, t_x, T = rfm.frequency, rfm.recency, rfm.T
-    out = p_alive(dp.model, th, x, t_x, T) * phi_alive(dp.model, th, x, T, h)
+    fam = dp.family
+    out = fam.p_alive(th, x, t_x, T) * fam.expected_alive(th, x, T, h)
     da = dp.wrap(out, "customer", rfm.customer_id).rename("expected_purchases")
     da.attrs.update(horizon=h, time_unit=rfm.time_unit)
     return da
@@ -446,7 +276,8 @@ def expected_purchases_new_customer(
     dp = DrawParams(params, "purchase")
     col = dp.positions([str(segment)])
     th = dp.columns(col)
-    out = p_alive(dp.model, th, 0.0, 0.0, 0.0) * phi_alive(dp.model, th, 0.0, 0.0, h)
+    fam = dp.family
+    out = fam.p_alive(th, 0.0, 0.0, 0.0) * fam.expected_alive(th, 0.0, 0.0, h)
     da = dp.wrap(out, "segment", [str(segment)]).isel(segment=0, drop=True)
     da.attrs.update(horizon=h, segment=str(segment))
     return da.rename("expected_purchases_new_customer")
@@ -470,10 +301,10 @@ def expected_spend(spend_params: xr.Dataset, rfm: RFMData | None = None, *, segm
         if segment is None:
             raise ValueError("expected_spend needs either rfm or segment.")
         th = dp.columns(dp.positions([str(segment)]))
-        out = spend_mean(th, 0.0, 0.0)
+        out = dp.family.expected_spend(th, 0.0, 0.0)
         return dp.wrap(out, "segment", [str(segment)]).isel(segment=0, drop=True).rename(
             "expected_spend"
         )
     th = dp.columns(customer_columns(dp, rfm))
-    out = spend_mean(th, rfm.frequency, rfm.monetary_value)
+    out = dp.family.expected_spend(th, rfm.frequency, rfm.monetary_value)
     return dp.wrap(out, "customer", rfm.customer_id).rename("expected_spend")

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,11 @@ import pandas as pd
 
 from bayesclv.data import DAYS_PER_UNIT, RFMData
 from bayesclv.errors import ModelSpecificationError
+from bayesclv.families import FAMILIES, Family, family_of_truth
+from bayesclv.families.bgnbd import BGNBDParams, MBGNBDParams
+from bayesclv.families.gamma_gamma import GAMMA_GAMMA, GammaGammaParams
+from bayesclv.families.pareto_nbd import ParetoNBDParams
+from bayesclv.families.sampling import ordered_uniforms
 
 __all__ = [
     "BGNBDParams",
@@ -78,83 +83,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- parameters
-def _validate_positive(obj: Any) -> None:
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        try:
-            value = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ModelSpecificationError(
-                f"{type(obj).__name__}: '{f.name}' must be a number, got {value!r}."
-            ) from exc
-        if not (math.isfinite(value) and value > 0):
-            raise ModelSpecificationError(
-                f"{type(obj).__name__}: '{f.name}' must be finite and > 0, got {value!r}."
-            )
-        object.__setattr__(obj, f.name, value)
-
-
-@dataclass(frozen=True)
-class BGNBDParams:
-    """BG/NBD population: ``lambda ~ Gamma(r, rate alpha)``, ``p ~ Beta(a, b)``."""
-
-    r: float
-    alpha: float
-    a: float
-    b: float
-
-    def __post_init__(self) -> None:
-        _validate_positive(self)
-
-
-@dataclass(frozen=True)
-class MBGNBDParams:
-    """MBG/NBD population (as BG/NBD, but a customer may also drop out at time 0)."""
-
-    r: float
-    alpha: float
-    a: float
-    b: float
-
-    def __post_init__(self) -> None:
-        _validate_positive(self)
-
-
-@dataclass(frozen=True)
-class ParetoNBDParams:
-    """Pareto/NBD population: ``lambda ~ Gamma(r, rate alpha)``, ``mu ~ Gamma(s, rate beta)``."""
-
-    r: float
-    alpha: float
-    s: float
-    beta: float
-
-    def __post_init__(self) -> None:
-        _validate_positive(self)
-
-
-@dataclass(frozen=True)
-class GammaGammaParams:
-    """Gamma-Gamma spend: ``nu ~ Gamma(q, rate v)``; each amount ``~ Gamma(p, rate nu)``.
-
-    The mean amount of a customer is ``p / nu``; its population mean ``p v / (q - 1)``
-    exists only for ``q > 1``.
-    """
-
-    p: float
-    q: float
-    v: float
-
-    def __post_init__(self) -> None:
-        _validate_positive(self)
-
-
-_MODELS: dict[type, str] = {
-    BGNBDParams: "bgnbd",
-    MBGNBDParams: "mbgnbd",
-    ParetoNBDParams: "pareto_nbd",
-}
-
+# Each family's population parameters live in its module; the purchase family is chosen
+# by their type (``bayesclv.families.family_of_truth``).
 TruthParams = BGNBDParams | MBGNBDParams | ParetoNBDParams
 
 
@@ -300,7 +230,7 @@ class SimulatedCustomers:
 
         # calibration: interior purchases uniform on (0, t_x), the last at t_x
         interior = (j >= 1) & (j < xc)
-        times[interior] = np.repeat(self.recency, np.maximum(x - 1, 0)) * _ordered_uniforms(
+        times[interior] = np.repeat(self.recency, np.maximum(x - 1, 0)) * ordered_uniforms(
             np.maximum(x - 1, 0), rng
         )
         last_cal = (j == xc) & (xc > 0)
@@ -312,7 +242,7 @@ class SimulatedCustomers:
         n_free = y - pinned.astype(np.int64)
         free = (k >= 0) & (k < n_free[cust])
         span = self._hold_end - self.T
-        times[free] = np.repeat(self.T, n_free) + np.repeat(span, n_free) * _ordered_uniforms(
+        times[free] = np.repeat(self.T, n_free) + np.repeat(span, n_free) * ordered_uniforms(
             n_free, rng
         )
         last_hold = (k >= 0) & (k == n_free[cust])
@@ -356,49 +286,6 @@ class SimulatedCustomers:
 
 
 # --------------------------------------------------------------------------- helpers
-def _ordered_uniforms(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sorted Uniform(0, 1) samples in consecutive groups of ``counts``, without sorting.
-
-    Uses the spacings representation: with ``E_1..E_{m+1}`` iid Exp(1), the partial sums
-    ``S_k / S_{m+1}`` (k = 1..m) are the order statistics of m uniforms (Devroye 1986,
-    ch. V.2). One flat cumulative sum serves all groups.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    m = int(counts.sum())
-    if m == 0:
-        return np.empty(0)
-    sizes = counts + 1
-    e = rng.standard_exponential(int(sizes.sum()))
-    c = np.cumsum(e)
-    ends = np.cumsum(sizes) - 1
-    base = np.concatenate(([0.0], c[ends[:-1]]))
-    group = np.repeat(np.arange(counts.shape[0]), sizes)
-    rel = (c - base[group]) / (c[ends] - base)[group]
-    keep = np.ones(rel.shape[0], dtype=bool)
-    keep[ends] = False
-    return rel[keep]
-
-
-def _beta_order_stat(rng: np.random.Generator, k: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """The k-th of n uniform order statistics on (0, 1), ``Beta(k, n - k + 1)``; 0 if k = 0."""
-    out = np.zeros(k.shape[0])
-    pos = k > 0
-    out[pos] = rng.beta(k[pos], (n[pos] - k[pos] + 1))
-    return out
-
-
-def _geometric_count(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
-    """``Geometric(p)`` on {1, 2, ...} as float, by inversion.
-
-    Float so that ``p`` near 0 (Beta draws underflow for small ``a``) gives a huge or
-    infinite count instead of an integer overflow.
-    """
-    u = 1.0 - rng.random(p.shape[0])  # in (0, 1]
-    with np.errstate(divide="ignore"):
-        n = np.ceil(np.log(u) / np.log1p(-p))
-    return np.maximum(n, 1.0)
-
-
 def _ages(T: Any, n: int, rng: np.random.Generator) -> np.ndarray:
     if isinstance(T, tuple):
         if len(T) != 2:
@@ -423,17 +310,21 @@ def _ages(T: Any, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _normalise_inputs(params, sizes, spend):
-    if isinstance(params, tuple(_MODELS)):
+    truth_classes = tuple(
+        f.truth_class for f in FAMILIES.values() if f.kind == "purchase" and f.truth_class
+    )
+    if isinstance(params, truth_classes):
         params = {"all": params}
     if not isinstance(params, Mapping) or not params:
         raise ModelSpecificationError(
             "params must be a parameter object or a non-empty mapping {segment: params}."
         )
     kinds = {type(v) for v in params.values()}
-    if len(kinds) != 1 or next(iter(kinds)) not in _MODELS:
+    if len(kinds) != 1 or next(iter(kinds)) not in truth_classes:
         raise ModelSpecificationError(
-            "params: every segment needs the same model, one of BGNBDParams, MBGNBDParams, "
-            f"ParetoNBDParams; got {sorted(k.__name__ for k in kinds)}."
+            "params: every segment needs the same model, one of "
+            f"{sorted(c.__name__ for c in truth_classes)}; got "
+            f"{sorted(k.__name__ for k in kinds)}."
         )
     names = tuple(str(k) for k in params)
     params = {str(k): v for k, v in params.items()}
@@ -517,7 +408,7 @@ def simulate_customers(
     h = float(holdout_length)
     if not (math.isfinite(h) and h >= 0):
         raise ModelSpecificationError(f"holdout_length must be finite and >= 0, got {h!r}.")
-    model = _MODELS[type(params[names[0]])]
+    model = family_of_truth(params[names[0]])
     rng = np.random.default_rng(random_seed)
     with np.errstate(divide="ignore", over="ignore"):
         # A rate drawn as exactly 0 (tiny shape parameters) means "never": inf, not a warning.
@@ -532,72 +423,29 @@ def _simulate(model, params, names, sizes, spend, T, h, time_unit, rng, random_s
     def per_customer(attr: str, table: Mapping[str, Any]) -> np.ndarray:
         return np.array([getattr(table[s], attr) for s in names])[seg]
 
-    r, alpha = per_customer("r", params), per_customer("alpha", params)
-    lam = rng.gamma(r, 1.0 / alpha)
+    fam: Family = model
+    pop = {f: per_customer(f, params) for f in fam.params}
+    hist = fam.simulate_history(pop, ages, h, rng)
     truth: dict[str, Any] = {"segment": pd.Categorical.from_codes(seg, categories=list(names))}
-    truth["lam"] = lam
-
-    if model in ("bgnbd", "mbgnbd"):
-        p = rng.beta(per_customer("a", params), per_customer("b", params))
-        truth["p"] = p
-        n_buy = _geometric_count(rng, p)  # repeat purchases before dropout (may be inf)
-        if model == "mbgnbd":
-            n_buy -= 1.0
-        K = rng.poisson(lam * ages)
-        x = np.minimum(n_buy, K).astype(np.int64)
-        alive_T = n_buy > K
-        t_x = ages * _beta_order_stat(rng, x, K)
-        remaining = np.where(alive_T, n_buy - K, 0.0)
-        Kh = rng.poisson(lam * h)
-        y = np.minimum(remaining, Kh).astype(np.int64)
-        drop_in_hold = alive_T & (remaining <= Kh)
-        alive_end = alive_T & ~drop_in_hold
-        hold_drop = ages + h * _beta_order_stat(rng, np.where(drop_in_hold, y, 0), Kh)
-        hold_end = np.where(drop_in_hold, hold_drop, ages + h)
-        # Dropout after the end: the rest of the N-th arrival wait is Gamma(N - K - Kh, lam).
-        rest = np.where(alive_end, n_buy - K - Kh, 0.0)
-        finite_rest = alive_end & np.isfinite(rest)
-        dropout = np.where(alive_T, np.where(drop_in_hold, hold_drop, np.inf), t_x)
-        dropout[finite_rest] = (
-            ages[finite_rest] + h + rng.gamma(rest[finite_rest], 1.0 / lam[finite_rest])
-        )
-        hold_pinned = drop_in_hold
-    else:
-        mu = rng.gamma(per_customer("s", params), 1.0 / per_customer("beta", params))
-        truth["mu"] = mu
-        tau = rng.standard_exponential(n) / mu
-        window = np.minimum(tau, ages)
-        x = rng.poisson(lam * window)
-        t_x = window * _beta_order_stat(rng, x, x)
-        alive_T = tau > ages
-        hold_window = np.clip(tau - ages, 0.0, h)
-        y = rng.poisson(lam * hold_window)
-        alive_end = tau > ages + h
-        dropout = tau
-        hold_end = ages + hold_window
-        hold_pinned = np.zeros(n, dtype=bool)
-
-    truth["dropout_time"] = dropout
-    truth["alive_at_T"] = alive_T
-    truth["alive_at_end"] = alive_end
+    truth.update(hist.latent)
+    truth["dropout_time"] = hist.dropout_time
+    truth["alive_at_T"] = hist.alive_at_T
+    truth["alive_at_end"] = hist.alive_at_end
+    x, t_x, y = hist.frequency, hist.recency, hist.holdout_frequency
 
     monetary = first = hold_spend = nu = None
     if spend is not None:
-        p_s = per_customer("p", spend)
-        nu = rng.gamma(per_customer("q", spend), 1.0 / per_customer("v", spend))
+        drawn = GAMMA_GAMMA.simulate_spend(
+            {f: per_customer(f, spend) for f in GAMMA_GAMMA.params}, x, y, rng
+        )
+        nu, first = drawn["nu"], drawn["first"]
+        monetary, hold_spend = drawn["monetary"], drawn["holdout_spend"]
         truth["nu"] = nu
-        truth["mean_spend"] = p_s / nu
-        first = rng.gamma(p_s, 1.0 / nu)
-        monetary = np.zeros(n)
-        rep = x > 0
-        monetary[rep] = rng.gamma(p_s[rep] * x[rep], 1.0 / nu[rep]) / x[rep]
-        hold_spend = np.zeros(n)
-        hy = y > 0
-        hold_spend[hy] = rng.gamma(p_s[hy] * y[hy], 1.0 / nu[hy])
+        truth["mean_spend"] = per_customer("p", spend) / nu
 
     customer_id = np.arange(n, dtype=np.int64)
     return SimulatedCustomers(
-        model=model,
+        model=fam.name,
         segment_names=names,
         customer_id=customer_id,
         segment=seg,
@@ -614,8 +462,8 @@ def _simulate(model, params, names, sizes, spend, T, h, time_unit, rng, random_s
         spend=None if spend is None else dict(spend),
         time_unit=time_unit,
         random_seed=random_seed,
-        _hold_end=hold_end,
-        _hold_pinned=hold_pinned,
+        _hold_end=hist.hold_end,
+        _hold_pinned=hist.hold_pinned,
         _nu=nu,
     )
 

@@ -1,6 +1,6 @@
 """Maps from each model's unconstrained parameters to its paper parameters.
 
-Written once for NumPy and PyTensor (see ``bayesclv.likelihoods._ops``): the PyMC
+Written once for NumPy and PyTensor (see ``bayesclv.ops``): the PyMC
 models use them while sampling, and ``bayesclv.fit.population_params`` uses them on
 NumPy draws to give a new segment's parameters.
 
@@ -13,7 +13,7 @@ Gamma-Gamma ``(p, q, v)`` become the mean spend, ``p`` and ``q - 1``.
 
 from __future__ import annotations
 
-from bayesclv.likelihoods._ops import ops_for
+from bayesclv.ops import ops_for
 
 UNCONSTRAINED = {
     "bgnbd": ("log_purchase_rate", "log_r", "logit_dropout", "log_dropout_concentration"),

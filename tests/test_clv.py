@@ -258,7 +258,7 @@ def test_chebyshev_alive_tables_match_one_hyp2f1_per_row(model, discounting, val
     # The interpolated tables (used for speed) against the direct closed form, including
     # rows the fast path must hand to the direct one (young customers, small alpha) and
     # a customer with 10,000 purchases.
-    from bayesclv.clv import _bg_tables, _check_discount, _direct_tables, _schedule
+    from bayesclv.clv import _check_discount, _direct_tables, _schedule
     from bayesclv.predict import DrawParams
 
     rfm = random_rfm(120, seed=2)
@@ -269,8 +269,8 @@ def test_chebyshev_alive_tables_match_one_hyp2f1_per_row(model, discounting, val
     disc = _check_discount(52.0, 0.1, 52.0, discounting, None)
     t, w = _schedule(disc, float(dp.values["alpha"].min()))
     wsets = np.stack([w, np.eye(len(t))[-1]])
-    fast = _bg_tables(dp, model, g, x, T, t, wsets, 2)
-    direct = _direct_tables(dp, model, g, x, T, t, wsets, 1)
+    fast = dp.family.alive_tables(dp, g, x, T, t, wsets, 2, _direct_tables)
+    direct = _direct_tables(dp, g, x, T, t, wsets, 1)
     np.testing.assert_allclose(fast, direct, rtol=1e-9)
 
 

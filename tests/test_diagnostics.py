@@ -15,6 +15,7 @@ from scipy import stats
 from bayesclv import diagnostics as D
 from bayesclv.data import rfm_summary
 from bayesclv.datasets import load_cdnow
+from bayesclv.families import FAMILIES
 from bayesclv.likelihoods import bgnbd_logp
 from bayesclv.simulate import BGNBDParams, GammaGammaParams, ParetoNBDParams, simulate_rfm
 
@@ -91,10 +92,12 @@ def test_holdout_pmf_sums_to_one_and_matches_simulation(model):
     rng = np.random.default_rng(3)
     lam, drop, h, n = 0.4, (0.05 if model == "pareto_nbd" else 0.3), 20.0, 200_000
     ys = np.arange(0, 60)
-    pmf = np.exp(D._log_pmf_holdout(model, np.full(ys.shape, lam), np.full(ys.shape, drop),
+    fam = FAMILIES[model]
+    key = "mu" if model == "pareto_nbd" else "p"
+    pmf = np.exp(fam.window_log_pmf({"lam": np.full(ys.shape, lam), key: np.full(ys.shape, drop)},
                                     ys, h))
     assert pmf.sum() == pytest.approx(1.0, abs=1e-9)
-    sim = D._simulate_holdout(model, np.full(n, lam), np.full(n, drop), h, rng)
+    sim = fam.simulate_window({"lam": np.full(n, lam), key: np.full(n, drop)}, h, rng)
     freq = np.bincount(sim, minlength=ys.size)[: ys.size] / n
     assert np.abs(freq - pmf).max() < 4 * np.sqrt(pmf.max() / n)
 
@@ -277,5 +280,7 @@ def test_holdout_requires_holdout():
 def test_pmf_is_a_poisson_without_dropout():
     # Pareto/NBD with mu -> 0 is a Poisson count (oracle: scipy)
     ys = np.arange(10)
-    lp = D._log_pmf_holdout("pareto_nbd", np.full(10, 0.3), np.full(10, 1e-12), ys, 7.0)
+    lp = FAMILIES["pareto_nbd"].window_log_pmf(
+        {"lam": np.full(10, 0.3), "mu": np.full(10, 1e-12)}, ys, 7.0
+    )
     np.testing.assert_allclose(lp, stats.poisson.logpmf(ys, 2.1), atol=1e-9)

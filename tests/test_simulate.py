@@ -14,13 +14,13 @@ from scipy import integrate, special, stats
 from bayesclv.classic import fit_bgnbd, fit_gamma_gamma, fit_mbgnbd, fit_pareto_nbd
 from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
+from bayesclv.families.sampling import ordered_uniforms
 from bayesclv.likelihoods import pareto_nbd_logp
 from bayesclv.simulate import (
     BGNBDParams,
     GammaGammaParams,
     MBGNBDParams,
     ParetoNBDParams,
-    _ordered_uniforms,
     simulate_customers,
     simulate_rfm,
     simulate_transactions,
@@ -357,7 +357,7 @@ def test_transaction_amounts_are_iid_gamma_given_nu():
 def test_ordered_uniforms_have_beta_order_statistic_means():
     rng = np.random.default_rng(26)
     m = 4
-    u = _ordered_uniforms(np.full(50_000, m), rng).reshape(-1, m)
+    u = ordered_uniforms(np.full(50_000, m), rng).reshape(-1, m)
     assert np.all(np.diff(u, axis=1) >= 0)
     for k in range(m):  # k-th of m uniforms ~ Beta(k+1, m-k), mean (k+1)/(m+1)
         assert_mc_close(u[:, k], (k + 1) / (m + 1), f"order statistic {k + 1}")

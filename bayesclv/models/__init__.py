@@ -6,10 +6,12 @@ from bayesclv.models.builders import (
     build_bgnbd,
     build_gamma_gamma,
     build_mbgnbd,
+    build_model,
     build_pareto_nbd,
 )
 
 __all__ = [
+    "build_model",
     "build_bgnbd",
     "build_mbgnbd",
     "build_pareto_nbd",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import weakref
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -42,22 +42,53 @@ class ModelSpec:
     extra: dict = field(default_factory=dict)
 
 
-_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Name of the constant data variable through which a model carries its ModelSpec.
+SPEC_VAR = "bayesclv_spec"
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def register_spec(model: pm.Model, spec: ModelSpec) -> None:
-    _SPECS[model] = spec
+    """Store ``spec`` in the model itself, as JSON bytes in a constant data variable.
+
+    The model then carries what its builder knows wherever it goes: through pickling,
+    ``pm.do`` and ``clone_model`` (which keep data variables), with no side registry.
+    """
+    from bayesclv.priors import priors_to_dict
+
+    d = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    d["priors"] = None if spec.priors is None else priors_to_dict(spec.priors)
+    payload = json.dumps(_jsonable(d), allow_nan=False).encode()
+    with model:
+        pm.Data(SPEC_VAR, np.frombuffer(payload, dtype=np.uint8))
 
 
 def model_spec(model: pm.Model) -> ModelSpec:
-    """The :class:`ModelSpec` of a model built by a bayesclv builder."""
-    try:
-        return _SPECS[model]
-    except KeyError:
+    """The :class:`ModelSpec` a bayesclv builder stored in ``model`` (see
+    :func:`register_spec`); an error for models no builder made."""
+    from bayesclv.priors import priors_from_dict
+
+    var = model.named_vars.get(SPEC_VAR) if isinstance(model, pm.Model) else None
+    if var is None:
         raise ModelSpecificationError(
             "This PyMC model was not built by a bayesclv builder (build_bgnbd, "
             "build_pareto_nbd, build_gamma_gamma, ...); fit() needs one of those."
-        ) from None
+        )
+    d = json.loads(bytes(np.asarray(var.get_value(), dtype=np.uint8)).decode())
+    d["priors"] = None if d["priors"] is None else priors_from_dict(d["priors"])
+    for name in ("segment_names", "params", "unconstrained", "segment_sizes", "centered"):
+        d[name] = tuple(d[name])
+    return ModelSpec(**d)
 
 
 def check_options(rfm: RFMData, pooling: str, parameterization: str) -> None:

@@ -20,8 +20,7 @@ import pymc as pm
 
 from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
-from bayesclv.likelihoods import bgnbd_logp, gamma_gamma_logp, mbgnbd_logp, pareto_nbd_logp
-from bayesclv.likelihoods.grouped import grouped_loglik, make_groups
+from bayesclv.families import get_family
 from bayesclv.models._common import (
     ModelSpec,
     centered_mask,
@@ -34,51 +33,31 @@ from bayesclv.models._common import (
     unconstrained_params,
 )
 from bayesclv.priors import BGNBDPriors, CVPrior, GammaGammaPriors, ParetoNBDPriors
-from bayesclv.transforms import NATURAL, TRANSFORMS, UNCONSTRAINED
 
-__all__ = ["build_bgnbd", "build_mbgnbd", "build_pareto_nbd", "build_gamma_gamma"]
+__all__ = ["build_model", "build_bgnbd", "build_mbgnbd", "build_pareto_nbd", "build_gamma_gamma"]
 
-_LOGP = {"bgnbd": bgnbd_logp, "mbgnbd": mbgnbd_logp, "pareto_nbd": pareto_nbd_logp}
-_PRIOR_CLASS = {
-    "bgnbd": BGNBDPriors,
-    "mbgnbd": BGNBDPriors,
-    "pareto_nbd": ParetoNBDPriors,
-    "gamma_gamma": GammaGammaPriors,
-}
-
-
-def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str) -> pm.Model:
+def _build(kind, rfm: RFMData, priors, pooling: str, parameterization: str) -> pm.Model:
+    """The one builder: any family, any pooling (``kind`` is a family or its name)."""
+    fam = get_family(kind)
     check_options(rfm, pooling, parameterization)
-    prior_cls = _PRIOR_CLASS[kind]
+    prior_cls = fam.priors_class
     priors = prior_cls() if priors is None else priors
     if not isinstance(priors, prior_cls):
         raise ModelSpecificationError(
-            f"{kind} needs priors of type {prior_cls.__name__}, got {type(priors).__name__}."
+            f"{fam.name} needs priors of type {prior_cls.__name__}, got "
+            f"{type(priors).__name__}."
         )
-
-    if kind == "gamma_gamma":
-        keep = (rfm.frequency > 0) & (rfm.monetary_value > 0)
-        n_zero_spend = int(((rfm.frequency > 0) & (rfm.monetary_value == 0)).sum())
-        if not keep.any():
-            raise ModelSpecificationError(
-                "Gamma-Gamma needs customers with at least one repeat purchase (frequency > 0) "
-                "and their mean repeat spend (monetary_value); this data has none."
-            )
-        seg = rfm.segment[keep]
-        cols = [seg, rfm.frequency[keep], rfm.monetary_value[keep]]
-        sizes = np.bincount(seg, minlength=rfm.n_segments)
-        if pooling != "complete" and (sizes == 0).any():
-            missing = [rfm.segment_names[i] for i in np.flatnonzero(sizes == 0)]
-            raise ModelSpecificationError(
-                f"Gamma-Gamma: segments {missing} have no customer with a repeat purchase, so "
-                f"their spend cannot be estimated with pooling={pooling!r}. Use "
-                f"pooling='complete', or merge those segments."
-            )
-    else:
-        seg = rfm.segment
-        cols = [seg, rfm.frequency, rfm.recency, rfm.T]
-        sizes = np.bincount(seg, minlength=rfm.n_segments)
-    rows, weights = compress_rows(cols)
+    modelled = fam.model_rows(rfm)
+    seg = rfm.segment[modelled.mask]
+    sizes = np.bincount(seg, minlength=rfm.n_segments)
+    if pooling != "complete" and (sizes == 0).any():
+        missing = [rfm.segment_names[i] for i in np.flatnonzero(sizes == 0)]
+        raise ModelSpecificationError(
+            f"{fam.label}: segments {missing} have no customer this model can use "
+            f"({_what_enters(modelled)}), so their parameters cannot be estimated with "
+            f"pooling={pooling!r}. Use pooling='complete', or merge those segments."
+        )
+    rows, weights = compress_rows([seg, *modelled.columns])
     seg_idx = rows[0].astype(np.int64)
     centered = (
         centered_mask(sizes, parameterization)
@@ -86,15 +65,15 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
         else np.zeros(rfm.n_segments, dtype=bool)
     )
 
-    prior_by_name = {name: getattr(priors, name) for name in UNCONSTRAINED[kind]}
+    prior_by_name = {name: getattr(priors, name) for name in fam.unconstrained}
     information = None
     if pooling == "partial" and parameterization == "auto":
-        information = _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm)
+        information = _segment_information(fam, rows, weights, seg_idx, prior_by_name, rfm)
         start = _auto_start(prior_by_name, information, priors.segment_sigma)
     elif pooling == "partial":
         start = None
     else:
-        start = _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling)
+        start = _mode_start(fam, rows, weights, seg_idx, prior_by_name, rfm, pooling)
 
     coords = {"segment": list(rfm.segment_names)}
     with pm.Model(coords=coords) as model:
@@ -106,21 +85,20 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
             centered=centered,
             information=information,
         )
-        params = natural_params(TRANSFORMS[kind], thetas, NATURAL[kind])
-        groups = make_groups(seg_idx, rows[1:], weights, rfm.n_segments)
-        loglike = grouped_loglik(kind, params, groups)
-        pm.Potential("loglike", loglike)
+        params = natural_params(fam.to_natural, thetas, fam.params)
+        groups = fam.make_groups(seg_idx, rows[1:], weights, rfm.n_segments)
+        pm.Potential("loglike", fam.grouped_loglik(params, groups))
 
     register_spec(
         model,
         ModelSpec(
-            model=kind,
+            model=fam.name,
             pooling=pooling,
             segment_names=rfm.segment_names,
             time_unit=rfm.time_unit,
             priors=priors,
-            params=NATURAL[kind],
-            unconstrained=UNCONSTRAINED[kind],
+            params=fam.params,
+            unconstrained=fam.unconstrained,
             n_customers=int(len(seg)),
             n_rows=int(len(weights)),
             segment_sizes=tuple(int(s) for s in sizes),
@@ -128,19 +106,25 @@ def _build(kind: str, rfm: RFMData, priors, pooling: str, parameterization: str)
             parameterization=parameterization if pooling == "partial" else "",
             extra={
                 "priors": asdict(priors),
-                # Gamma-Gamma: repeat buyers whose repeat purchases were all free (zbar = 0)
-                # have no positive spend to model; they are counted, not hidden.
-                "excluded_zero_spend": n_zero_spend if kind == "gamma_gamma" else 0,
+                # customers the family leaves out (e.g. Gamma-Gamma: repeat buyers whose
+                # repeat purchases were all free): counted, not hidden
+                **modelled.notes,
                 # Where NUTS can start without a MAP search (compiled model): for
                 # partial pooling with parameterization="auto", every population mean
                 # at the data-weighted centre (nu = 0), each segment at its conditional
                 # mean (z = 0); for complete and no pooling, the posterior mode itself,
                 # found on the NumPy log-likelihood (the same formulas).
                 "start": start,
+                "draws": fam.default_draws,
             },
         ),
     )
     return model
+
+
+def _what_enters(modelled) -> str:
+    n = int(modelled.mask.sum())
+    return f"{n} of {modelled.mask.size} customers enter its likelihood"
 
 
 def _auto_start(prior_by_name, information, segment_sigma):
@@ -159,7 +143,7 @@ def _auto_start(prior_by_name, information, segment_sigma):
     return start
 
 
-def _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling):
+def _mode_start(fam, rows, weights, seg_idx, prior_by_name, rfm, pooling):
     """The posterior mode of a completely pooled or unpooled model, as a start for NUTS.
 
     With these poolings each free variable is one of the model's unconstrained
@@ -169,7 +153,7 @@ def _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling):
     no PyTensor compilation and no MAP search in the compiled model.
     """
     centre = _segment_information(
-        kind, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=pooling == "complete"
+        fam, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=pooling == "complete"
     )[0]
     start = {}
     for j, (name, prior) in enumerate(prior_by_name.items()):
@@ -180,7 +164,7 @@ def _mode_start(kind, rows, weights, seg_idx, prior_by_name, rfm, pooling):
     return start
 
 
-def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=False):
+def _segment_information(fam, rows, weights, seg_idx, prior_by_name, rfm, pooled_only=False):
     """Each segment's own posterior mode and sd (NumPy likelihood + its prior); with
     ``pooled_only``, the mode and sd of all customers together (one row)."""
     names = list(prior_by_name)
@@ -188,14 +172,13 @@ def _segment_information(kind, rows, weights, seg_idx, prior_by_name, rfm, poole
     prior_mu = np.array([p.center for p in priors])
     prior_sd = np.array([p.spread for p in priors])
     data = rows[1:]
-    logp = gamma_gamma_logp if kind == "gamma_gamma" else _LOGP[kind]
     masks = [seg_idx == k for k in range(rfm.n_segments)]
 
     def log_posterior(theta, k):
         keep = np.ones_like(weights, dtype=bool) if k < 0 else masks[k]
-        nat = TRANSFORMS[kind](**dict(zip(names, theta, strict=True)))
+        nat = fam.to_natural(**dict(zip(names, theta, strict=True)))
         with np.errstate(all="ignore"):
-            ll = logp(*(nat[n] for n in NATURAL[kind]), *(d[keep] for d in data))
+            ll = fam.logp(*(nat[n] for n in fam.params), *(d[keep] for d in data))
         log_prior = sum(float(p.log_density(t)) for p, t in zip(priors, theta, strict=True))
         return float(np.sum(weights[keep] * ll)) + log_prior
 
@@ -234,6 +217,20 @@ _COMMON_DOC = """
         With ``{params}`` as Deterministics of dims ``("segment",)``; fit it with
         :func:`bayesclv.fit`.
 """
+
+
+def build_model(
+    model,
+    rfm: RFMData,
+    priors=None,
+    pooling: str = "partial",
+    *,
+    parameterization: str = "auto",
+) -> pm.Model:
+    """The model of any family: ``model`` is a name of :data:`bayesclv.families.FAMILIES`
+    (``"bgnbd"``, ``"pareto_nbd"``, ``"gamma_gamma"``, ...) or a family object; the other
+    arguments are those of :func:`build_bgnbd`, with the family's prior class."""
+    return _build(model, rfm, priors, pooling, parameterization)
 
 
 def build_bgnbd(

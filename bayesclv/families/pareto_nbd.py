@@ -1,4 +1,12 @@
-"""Pareto/NBD log-likelihood, evaluated in log space by quadrature.
+"""Pareto/NBD: everything the package knows about it; the likelihood by quadrature.
+
+Model (Schmittlein, Morrison & Colombo 1987): while alive, purchases are Poisson with rate
+``lambda ~ Gamma(r, rate alpha)``; the lifetime is exponential with rate
+``mu ~ Gamma(s, rate beta)``, independent of ``lambda``. Given the history and "alive at
+T", ``lambda ~ Gamma(r + x, alpha + T)`` and ``mu ~ Gamma(s, beta + T)`` independently
+(Fader & Hardie 2005, "A note on deriving the Pareto/NBD model and related expressions").
+
+The log-likelihood is evaluated in log space by quadrature:
 
 The usual closed form (Fader & Hardie 2005, "A note on deriving the Pareto/NBD model
 and related expressions", eqs. 22-24) needs the Gauss hypergeometric function
@@ -65,9 +73,19 @@ discretisation carries no gradient; see the benchmark for timings).
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from bayesclv.likelihoods._ops import ops_for
+import numpy as np
+import scipy.special as sps
+from scipy import stats
+
+from bayesclv.families.base import History, PurchaseFamily, expm1_ratio, factorize_rows
+from bayesclv.families.sampling import beta_order_stat, validate_positive
+from bayesclv.ops import ops_for
+from bayesclv.priors import ParetoNBDPriors
+from bayesclv.transforms import pareto_nbd_natural
+
+__all__ = ["PARETO_NBD", "ParetoNBDParams", "pareto_nbd_logp", "pareto_nbd_individual_logp"]
 
 #: Gauss-Legendre nodes per customer, e-folds kept below the maximum of the integrand,
 #: Newton steps for the cut-off, fraction of the slope the map removes (1/UNDER_MAP),
@@ -178,3 +196,164 @@ def pareto_nbd_individual_logp(lam, mu, x, t_x, T):
     b = log_lam - total * T
     hi = m.maximum(a, b)
     return x * log_lam - m.log(total) + hi + m.log(m.exp(a - hi) + m.exp(b - hi))
+
+
+# --------------------------------------------------------------------------- truth
+@dataclass(frozen=True)
+class ParetoNBDParams:
+    """Pareto/NBD population: ``lambda ~ Gamma(r, rate alpha)``, ``mu ~ Gamma(s, rate beta)``."""
+
+    r: float
+    alpha: float
+    s: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        validate_positive(self)
+
+
+# --------------------------------------------------------------------------- family
+class ParetoNBDFamily(PurchaseFamily):
+    name = "pareto_nbd"
+    label = "Pareto/NBD"
+    params = ("r", "alpha", "s", "beta")
+    unconstrained = ("log_purchase_rate", "log_r", "log_dropout_rate", "log_s")
+    priors_class = ParetoNBDPriors
+    truth_class = ParetoNBDParams
+    discount_scale = "beta"
+
+    def to_natural(self, **theta) -> dict:
+        return pareto_nbd_natural(**theta)
+
+    def logp(self, r, alpha, s, beta, x, t_x, T):
+        return pareto_nbd_logp(r, alpha, s, beta, x, t_x, T)
+
+    def mle_start(self) -> dict[str, float]:
+        return {"log_purchase_rate": -2.0, "log_r": 0.0, "log_dropout_rate": -3.0,
+                "log_s": 0.0}
+
+    # -- P(alive) and expectations ---------------------------------------------------
+    def log_p_alive(self, th, x, t_x, T) -> np.ndarray:
+        """``P(alive) = L_alive / L``: ``L_alive`` is the "still alive at T" term of the
+        likelihood and ``L`` the likelihood itself (:func:`pareto_nbd_logp`, one
+        implementation), so ``log P = log L_alive - log L``."""
+        x = np.asarray(x, dtype=np.float64)
+        t_x = np.asarray(t_x, dtype=np.float64)
+        T = np.asarray(T, dtype=np.float64)
+        r, alpha, s, beta = th["r"], th["alpha"], th["s"], th["beta"]
+        rx = r + x
+        log_alive = (
+            sps.gammaln(rx) - sps.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+            - rx * np.log(alpha + T) - s * np.log(beta + T)
+        )
+        return np.minimum(log_alive - pareto_nbd_logp(r, alpha, s, beta, x, t_x, T), 0.0)
+
+    def expected_alive(self, th, x, T, t) -> np.ndarray:
+        """Given alive, ``E[X(t) | lambda, mu] = lambda/mu (1 - exp(-mu t))``, so
+
+        ``Phi = (r+x)/(alpha+T) * (beta+T)/(s-1) * [1 - ((beta+T)/(beta+T+t))^(s-1)]``
+
+        (Schmittlein et al. 1987; Fader & Hardie 2005 note), with the limit
+        ``(beta+T) log(1 + t/(beta+T))`` at ``s = 1`` (via ``expm1``)."""
+        x = np.asarray(x, dtype=np.float64)
+        T = np.asarray(T, dtype=np.float64)
+        B = th["beta"] + T
+        return (th["r"] + x) / (th["alpha"] + T) * B * expm1_ratio(
+            th["s"] - 1.0, np.log1p(np.asarray(t, dtype=np.float64) / B)
+        )
+
+    def alive_tables(self, dp, g, x, T, times, wsets, n_jobs, direct):
+        """Only ``R(s-1, log1p(t/B))``, ``B = beta + T``, depends on time, and only through
+        ``(segment, T)``: summed once per unique ``(segment, T)`` and draw, then scaled
+        per row by ``(r + x)/(alpha + T) * B``."""
+        code, (gT, TT) = factorize_rows(g, T)
+        th = dp.columns(gT)
+        B = th["beta"] + TT
+        eps = th["s"] - 1.0
+        acc = np.zeros((len(wsets), *B.shape))
+        for k in np.flatnonzero((wsets != 0).any(axis=0)):
+            R = expm1_ratio(eps, np.log1p(times[k] / B))
+            for j, w in enumerate(wsets[:, k]):
+                if w != 0:
+                    acc[j] += w * R
+        thr = dp.columns(g)
+        scale = (thr["r"] + x) / (thr["alpha"] + T) * (thr["beta"] + T)
+        return acc[:, :, code] * scale
+
+    # -- conditional simulation ------------------------------------------------------
+    def latent_given_alive(self, th, x, T, rng) -> dict[str, np.ndarray]:
+        lam = rng.gamma(th["r"] + x, 1.0 / (th["alpha"] + T))
+        mu = rng.gamma(np.broadcast_to(th["s"], lam.shape), 1.0 / (th["beta"] + T))
+        return {"lam": lam, "mu": mu}
+
+    def window_log_pmf(self, latent, y, h) -> np.ndarray:
+        """Lifetime ``tau ~ Exp(mu)``, ``Y ~ Poisson(lambda min(tau, h))``:
+        ``P(Y=y) = e^{-mu h} Poisson(y; lambda h) + mu/(lambda+mu) (lambda/(lambda+mu))^y
+        P(Gamma(y+1, 1) <= (lambda+mu) h)`` (the Poisson integrated over the lifetime)."""
+        lam, mu = latent["lam"], latent["mu"]
+        tot = lam + mu
+        with np.errstate(divide="ignore"):
+            a = -mu * h + stats.poisson.logpmf(y, lam * h)
+            b = (np.log(mu) - np.log(tot) + y * (np.log(lam) - np.log(tot))
+                 + np.log(sps.gammainc(y + 1.0, tot * h)))
+            return np.logaddexp(a, b)
+
+    def simulate_window(self, latent, h, rng) -> np.ndarray:
+        lam, mu = latent["lam"], latent["mu"]
+        tau = rng.standard_exponential(lam.shape) / mu
+        return rng.poisson(lam * np.minimum(tau, h))
+
+    def future_events(self, th, x, T, alive, horizon, rng):
+        """The first purchase time (Lomax, ``lambda`` integrated out) and the dropout time
+        (Lomax with ``(beta + T, s)``, ``mu`` integrated out) are drawn for every
+        customer-draw; only those buying before both the horizon and their dropout get
+        ``lambda | tau_1 ~ Gamma(n + 1, A + tau_1)`` and further exponential arrivals."""
+        shape = alive.shape
+        n_rate = th["r"] + x
+        A = th["alpha"] + T
+        B = th["beta"] + T
+        with np.errstate(divide="ignore", over="ignore"):
+            tau1 = A * np.expm1(-np.log(rng.random(shape)) / n_rate)
+            end = np.minimum(horizon, B * np.expm1(-np.log(rng.random(shape)) / th["s"]))
+        act_r, act_d = np.nonzero(alive & (tau1 <= end))
+        pos = act_r * shape[1] + act_d
+        tau = tau1[act_r, act_d]
+        end_a = end[act_r, act_d]
+        lam = rng.standard_gamma(n_rate[act_r, act_d] + 1.0) / (A[act_r, 0] + tau)
+        out_pos, out_tau = [], []
+        live = np.arange(tau.size)
+        while live.size:
+            out_pos.append(pos[live])
+            out_tau.append(tau[live].copy())
+            tau[live] += rng.standard_exponential(live.size) / lam[live]
+            live = live[tau[live] <= end_a[live]]
+        if not out_pos:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.concatenate(out_pos), np.concatenate(out_tau)
+
+    def simulate_history(self, pop, ages, h, rng) -> History:
+        """Lifetime ``tau ~ Exp(mu)``; ``x ~ Poisson(lambda min(tau, T))`` and, given ``x``,
+        the last of ``x`` uniform times on ``(0, min(tau, T)]`` is ``t_x``."""
+        n = ages.shape[0]
+        lam = rng.gamma(pop["r"], 1.0 / pop["alpha"])
+        mu = rng.gamma(pop["s"], 1.0 / pop["beta"])
+        tau = rng.standard_exponential(n) / mu
+        window = np.minimum(tau, ages)
+        x = rng.poisson(lam * window)
+        t_x = window * beta_order_stat(rng, x, x)
+        hold_window = np.clip(tau - ages, 0.0, h)
+        y = rng.poisson(lam * hold_window)
+        return History(
+            latent={"lam": lam, "mu": mu},
+            frequency=x,
+            recency=t_x,
+            alive_at_T=tau > ages,
+            holdout_frequency=y,
+            alive_at_end=tau > ages + h,
+            dropout_time=tau,
+            hold_end=ages + hold_window,
+            hold_pinned=np.zeros(n, dtype=bool),
+        )
+
+
+PARETO_NBD = ParetoNBDFamily()
