@@ -1,14 +1,24 @@
 """The ``bayesclv`` command line: fit, score/export, and a demo on the built-in CDNOW data.
 
-Exit status: 0 success; 2 bad input or options; 3 a fit failed its convergence checks
-(pass ``--allow-bad-fit`` to proceed anyway, and the verdict is written into every
-output's metadata); 130 interrupted (no partial output files are left behind).
+Exit status: 0 success; 2 bad input or options, or an output that cannot be written
+(one line on stderr says what to do, naming the flag that fixes it); 3 a fit failed its
+convergence checks (pass ``--allow-bad-fit`` to proceed anyway, and the verdict is written
+into every output's metadata); 1 an internal error (a bug: one line, and the traceback
+with ``BAYESCLV_DEBUG=1``); 130 interrupted (no partial output files are left behind).
+
+A fit folder is sealed: ``manifest.json``, written last, holds the SHA-256 of every file
+and the facts they must agree on (run id, time unit, segment names, models, customers);
+``score`` refuses a folder that differs from it in any byte
+(:func:`bayesclv.saved.open_folder`). Outputs are never replaced without ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +41,17 @@ examples:
 
 EXIT_BAD_INPUT = 2
 EXIT_BAD_FIT = 3
+EXIT_INTERNAL = 1
+
+#: What ``bayesclv fit`` writes into its folder; ``manifest.json`` seals them all.
+FIT_FILES = (
+    "purchase_fit.nc",
+    "spend_fit.nc",
+    "customers.parquet",
+    "diagnostics.txt",
+    "diagnostics.json",
+    "settings.json",
+)
 
 
 def _default_sampler() -> str:
@@ -67,7 +88,9 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     """Fit the purchase model and Gamma-Gamma, save both, and return the run summary."""
     from bayesclv import models
     from bayesclv.diagnostics import convergence_report
+    from bayesclv.errors import BayesCLVError
     from bayesclv.fit import fit, fit_many, save_fit
+    from bayesclv.saved import FOLDER_MANIFEST, seal_folder
     from bayesclv.summary import atomic_write
 
     builders = {
@@ -78,9 +101,11 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     import uuid
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    # settings.json is the completeness marker: removed first, written last, with the id
-    # of this run, which every fit file carries too. A fit interrupted half-way (or a
-    # folder mixing files of two runs) is then refused by 'score' instead of scored.
+    # manifest.json is the completeness marker: removed first, written last, with the
+    # hashes of every file and the id of this run, which every fit file carries too. A fit
+    # interrupted half-way (or a folder mixing files of two runs, or edited) is then
+    # refused by 'score' instead of scored.
+    (out_dir / FOLDER_MANIFEST).unlink(missing_ok=True)
     (out_dir / "settings.json").unlink(missing_ok=True)
     run_id = uuid.uuid4().hex
     reports = {}
@@ -152,6 +177,22 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
         out_dir / "settings.json",
         lambda tmp: tmp.write_text(json.dumps(settings_json, indent=2)),
     )
+    seal_folder(
+        out_dir,
+        FIT_FILES,
+        {
+            "run_id": run_id,
+            "time_unit": rfm.time_unit,
+            "segment_names": list(rfm.segment_names),
+            "models": names,
+            "n_customers": int(rfm.n_customers),
+        },
+    )
+    try:  # what 'score' will check, checked now: a folder is never sealed inconsistent
+        _load_fit_dir(out_dir)
+    except BayesCLVError:
+        (out_dir / FOLDER_MANIFEST).unlink(missing_ok=True)
+        raise
     failed = [role for role, v in verdicts.items() if v == "fail"]
     if failed and not allow_bad_fit:
         for role in failed:
@@ -160,62 +201,141 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     return {"fits": fits, "reports": reports, "verdicts": verdicts}
 
 
+def _agree(fit_dir: Path, what: str, copies: dict[str, Any], refit: str) -> Any:
+    """The one value every file of a fit folder holds for ``what``, or an error naming
+    which file says what."""
+    values = list(copies.values())
+    if all(v == values[0] for v in values[1:]):
+        return values[0]
+    said = ", ".join(f"{name} {value!r}" for name, value in copies.items())
+    raise _saved_error(
+        f"{fit_dir}: its files disagree about the {what} ({said}): the folder mixes runs "
+        f"or was edited. {refit}."
+    )
+
+
+def _saved_error(message: str):
+    from bayesclv.errors import SavedModelError
+
+    return SavedModelError(message)
+
+
 def _load_fit_dir(fit_dir: Path):
+    """The two fits, the customers and the settings of a sealed fit folder, each checked
+    against the folder's manifest and against each other (run id, time unit, segment
+    names, models, number of customers: one value, held by the manifest)."""
+    import numpy as np
     import pandas as pd
 
     from bayesclv.data import RFMData
-    from bayesclv.errors import SavedModelError
     from bayesclv.fit import load_fit
+    from bayesclv.saved import open_folder
 
+    refit = f"Run 'bayesclv fit ... --out {fit_dir} --force' again"
+    if not fit_dir.is_dir():
+        raise _saved_error(
+            f"{fit_dir} is not a folder: pass the folder that 'bayesclv fit --out' wrote."
+        )
     if not (fit_dir / "purchase_fit.nc").exists():
-        raise SavedModelError(
+        raise _saved_error(
             f"{fit_dir} has no purchase_fit.nc: run 'bayesclv fit ... --out {fit_dir}' first."
         )
-    if not (fit_dir / "settings.json").exists():
-        raise SavedModelError(
-            f"{fit_dir} has no settings.json: the fit that wrote this folder did not finish "
-            f"(interrupted?). Run 'bayesclv fit ... --out {fit_dir}' again."
-        )
+    manifest = open_folder(fit_dir, refit=refit)
+    unlisted = [name for name in FIT_FILES if name not in manifest["files"]]
+    if unlisted:
+        raise _saved_error(f"{fit_dir}: its manifest does not list {unlisted}. {refit}.")
     try:
         settings = json.loads((fit_dir / "settings.json").read_text())
     except (OSError, ValueError) as exc:
-        raise SavedModelError(f"{fit_dir / 'settings.json'} is unreadable ({exc}); refit.") from exc
+        raise _saved_error(f"{fit_dir / 'settings.json'} is unreadable ({exc}). {refit}.") from exc
+    if not isinstance(settings, dict):
+        raise _saved_error(
+            f"{fit_dir / 'settings.json'} holds a {type(settings).__name__}, not the settings "
+            f"of a fit. {refit}."
+        )
     purchase = load_fit(fit_dir / "purchase_fit.nc")
     spend = load_fit(fit_dir / "spend_fit.nc", expect_model="gamma_gamma")
     if purchase.attrs.get("model") == "gamma_gamma":
-        raise SavedModelError(
+        raise _saved_error(
             f"{fit_dir / 'purchase_fit.nc'} holds a gamma_gamma (spend) fit, not a purchase "
-            f"model; the fit folder's files were swapped or mixed. Refit."
-        )
-    ids = {settings.get("run_id"), purchase.attrs.get("run_id"), spend.attrs.get("run_id")}
-    if len(ids) != 1:
-        raise SavedModelError(
-            f"{fit_dir}: purchase_fit.nc, spend_fit.nc and settings.json come from different "
-            f"runs of 'bayesclv fit' (run ids {sorted(str(i) for i in ids)}); refit into an "
-            f"empty folder."
+            f"model; the fit folder's files were swapped or mixed. {refit}."
         )
     try:
         df = pd.read_parquet(fit_dir / "customers.parquet")
     except Exception as exc:  # pyarrow raises several types on a bad file
-        raise SavedModelError(
-            f"{fit_dir / 'customers.parquet'} is missing or unreadable ({exc}); refit."
+        raise _saved_error(
+            f"{fit_dir / 'customers.parquet'} is missing or unreadable ({exc}). {refit}."
         ) from exc
-    if "n_customers" in settings and len(df) != settings["n_customers"]:
-        raise SavedModelError(
-            f"{fit_dir / 'customers.parquet'} has {len(df)} customers, the fit "
-            f"{settings['n_customers']}; refit."
+    models = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
+    both = {"purchase_fit.nc": purchase.attrs, "spend_fit.nc": spend.attrs}
+    _agree(
+        fit_dir,
+        "run id",
+        {
+            "manifest.json": manifest.get("run_id"),
+            "settings.json": settings.get("run_id"),
+            **{name: attrs.get("run_id") for name, attrs in both.items()},
+        },
+        refit,
+    )
+    time_unit = _agree(
+        fit_dir,
+        "time unit",
+        {
+            "manifest.json": manifest.get("time_unit"),
+            "settings.json": settings.get("time_unit"),
+            **{name: attrs.get("time_unit") for name, attrs in both.items()},
+        },
+        refit,
+    )
+    names = _agree(
+        fit_dir,
+        "segment names",
+        {
+            "manifest.json": manifest.get("segment_names"),
+            **{name: json.loads(attrs["segment_names"]) for name, attrs in both.items()},
+        },
+        refit,
+    )
+    _agree(
+        fit_dir,
+        "purchase model",
+        {
+            "manifest.json": models.get("purchase"),
+            "settings.json": settings.get("model"),
+            "purchase_fit.nc": purchase.attrs.get("model"),
+        },
+        refit,
+    )
+    _agree(
+        fit_dir,
+        "number of customers",
+        {
+            "manifest.json": manifest.get("n_customers"),
+            "settings.json": settings.get("n_customers"),
+            "customers.parquet": len(df),
+        },
+        refit,
+    )
+    columns = ["customer_id", "frequency", "recency", "T", "monetary_value", "segment"]
+    lacking = [c for c in columns if c not in df.columns]
+    if lacking:
+        raise _saved_error(f"{fit_dir / 'customers.parquet'} lacks columns {lacking}. {refit}.")
+    segments = df["segment"].astype(str)
+    unseen = sorted(set(segments) - set(names))
+    if unseen:
+        raise _saved_error(
+            f"{fit_dir / 'customers.parquet'} has customers in segments {unseen} that the "
+            f"fit has no parameters for (its segments: {names}). {refit}."
         )
     rfm = RFMData.from_frame(
-        df.astype({"segment": str}),
+        df.assign(segment=segments),
         customer_id="customer_id",
         segment="segment",
-        time_unit=settings["time_unit"],
+        time_unit=time_unit,
     )
     # keep the fitted segment order (from_frame sorts names)
-    names = json.loads(purchase.attrs["segment_names"])
     if tuple(names) != rfm.segment_names:
-        import numpy as np
-
         order = {n: i for i, n in enumerate(names)}
         codes = np.array([order[s] for s in rfm.segment_labels()], dtype=np.int64)
         rfm = RFMData(
@@ -246,13 +366,18 @@ def score_and_export(
     kind: str,
     method: str,
     random_seed: int,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score every customer, export the table (and segment totals) with metadata."""
+    """Score every customer, export the table (and segment totals) with metadata.
+
+    Both outputs are checked (folder, existing files, format limits) before scoring."""
     from bayesclv import __version__
     from bayesclv.clv import score_customers
     from bayesclv.fit import posterior_params
     from bayesclv.summary import export, totals_table
 
+    totals_out = out.with_name(out.stem + "_segments" + out.suffix)
+    _check_outputs(out, overwrite=overwrite, n_rows=rfm.n_customers)
     _log(
         f"scoring {rfm.n_customers:,} customers ({method} CLV, horizon {horizon:g} "
         f"{rfm.time_unit}s)"
@@ -295,12 +420,47 @@ def score_and_export(
         "convergence_verdict": verdict,
         "n_customers": rfm.n_customers,
     }
-    path = export(scores.table, out, metadata=metadata, convergence=verdict)
+    path = export(scores.table, out, metadata=metadata, convergence=verdict, overwrite=overwrite)
     totals = totals_table(scores.totals, prob, kind)
-    totals_out = out.with_name(out.stem + "_segments" + out.suffix)
-    totals_path = export(totals, totals_out, metadata=metadata, convergence=verdict)
+    totals_path = export(
+        totals, totals_out, metadata=metadata, convergence=verdict, overwrite=overwrite
+    )
     _log(f"wrote {path} ({len(scores.table):,} customers) and {totals_path}")
     return {"table": scores.table, "totals": totals, "scores": scores, "path": path}
+
+
+def _check_outputs(out: Path, *, overwrite: bool, n_rows: int | None = None) -> None:
+    """Every check export makes, for the table and its segment totals, before any work."""
+    from bayesclv.errors import OutputError
+    from bayesclv.export import check_export_target
+
+    if out.suffix.lower() not in (".csv", ".parquet", ".xlsx"):
+        raise OutputError(f"--out {out}: use a .csv, .parquet or .xlsx file name.")
+    totals_out = out.with_name(out.stem + "_segments" + out.suffix)
+    for target in (out, totals_out):
+        check_export_target(target, overwrite=overwrite, n_rows=n_rows)
+
+
+def _check_fit_folder(out: Path, *, overwrite: bool) -> None:
+    """Before fitting: the folder can be made and written, and holds no fit unless
+    ``--force`` (a fit takes minutes; a read-only or taken folder should not wait)."""
+    import tempfile
+
+    from bayesclv.errors import OutputError
+    from bayesclv.saved import FOLDER_MANIFEST
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; pass a folder for the fitted models.")
+    held = [n for n in (FOLDER_MANIFEST, *FIT_FILES) if (out / n).exists()]
+    if held and not overwrite:
+        raise OutputError(
+            f"--out {out} already holds a fit ({', '.join(held)}); pass --force to replace "
+            f"it, or choose another folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".bayesclv.", suffix=".tmp", dir=out)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _rfm_from_args(args) -> Any:
@@ -319,6 +479,7 @@ def _rfm_from_args(args) -> Any:
         zero_amounts=args.zero_amounts,
         duplicates=args.duplicates,
         encoding=args.encoding,
+        date_format=args.date_format,
     )
     report = rfm.meta.get("cleaning_report")
     if report is not None:
@@ -365,7 +526,16 @@ def run_demo(args) -> int:
     from bayesclv.fit import posterior_params
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_fit_folder(out / "fit", overwrite=args.force)
+    _check_outputs(out / f"clv_customers.{args.format}", overwrite=args.force)
+    for name in ("holdout.txt", "p_alive_matrix.png", "clv_by_segment.png"):
+        if (out / name).exists() and not args.force:
+            from bayesclv.errors import OutputError
+
+            raise OutputError(
+                f"{out / name} exists (an earlier demo?); pass --force to replace the demo's "
+                f"outputs, or choose another --out."
+            )
     _log(f"loading the built-in CDNOW {args.which} (Fader & Hardie), 39-week calibration")
     log = load_cdnow(args.which)  # the raw log, for the tracking plot
     rfm = _maybe_round(load_cdnow_rfm(args.which), args)
@@ -387,6 +557,7 @@ def run_demo(args) -> int:
         kind=args.interval,
         method=args.method,
         random_seed=args.seed,
+        overwrite=args.force,
     )
     _log("holdout check (weeks 40-78) and plots")
     pp, sp = posterior_params(purchase), posterior_params(spend)
@@ -440,6 +611,51 @@ def run_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(
+            EXIT_BAD_INPUT,
+            f"bayesclv: error: {message} (see '{self.prog} --help')\n",
+        )
+
+
+def _number(
+    kind: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    example: str = "",
+):
+    """An argparse ``type`` for a finite number within bounds; the message names the
+    bounds and an example (argparse adds the flag's name)."""
+    cast = int if kind == "integer" else float
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an' if kind == 'integer' else 'a'} {kind}{example}"
+            ) from None
+        bad = not math.isfinite(value)
+        bad |= low is not None and (value <= low if low_open else value < low)
+        bad |= high is not None and (value >= high if high_open else value > high)
+        if bad:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite {kind} {' and '.join(x for x in (lo, hi) if x)}, got "
+                f"{text}{example}"
+            )
+        return value
+
+    return parse
+
+
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -465,19 +681,40 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--round-times",
-        type=float,
+        type=_number("number", low=0, example=" (e.g. --round-times 1; 0: no rounding)"),
         default=0.0,
         metavar="STEP",
         help="round recency and age to multiples of STEP time units before "
         "fitting (fewer distinct rows, faster; default 0: no rounding)",
     )
-    p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--tune", type=int, default=1000)
-    p.add_argument("--chains", type=int, default=4)
     p.add_argument(
-        "--target-accept", type=float, default=0.9, help="NUTS target acceptance (default 0.9)"
+        "--draws", type=_number("integer", low=1, example=" (e.g. --draws 1000)"), default=1000
     )
-    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument(
+        "--tune", type=_number("integer", low=0, example=" (e.g. --tune 1000)"), default=1000
+    )
+    p.add_argument(
+        "--chains", type=_number("integer", low=1, example=" (e.g. --chains 4)"), default=4
+    )
+    p.add_argument(
+        "--target-accept",
+        type=_number(
+            "number",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+            example=" (e.g. --target-accept 0.9)",
+        ),
+        default=0.9,
+        help="NUTS target acceptance (default 0.9)",
+    )
+    p.add_argument("--seed", type=_SEED, default=2024)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a fit (and, for demo, outputs) already in the --out folder",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
         "--allow-bad-fit",
@@ -486,29 +723,44 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+_SEED = _number("integer", low=0, example=" (e.g. --seed 2024)")
+
+
 def _add_score_options(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
     p.add_argument(
         "--horizon",
-        type=float,
+        type=_number("number", low=0, low_open=True, example=" time units (e.g. --horizon 52)"),
         default=52.0,
         help="CLV horizon in the data's time unit (default 52)",
     )
     p.add_argument(
         "--discount-rate",
-        type=float,
+        type=_number("number", low=0, example=" (e.g. --discount-rate 0.10; 0: none)"),
         default=0.10,
         help="discount rate per --discount-period (default 0.10)",
     )
     p.add_argument(
         "--discount-period",
-        type=float,
+        type=_number("number", low=0, low_open=True, example=" time units (e.g. 52)"),
         default=52.0,
         help="length of the discount rate's period in time units (default 52: "
         "an annual rate with weekly data)",
     )
     p.add_argument("--discounting", choices=["per_period", "continuous"], default="per_period")
-    p.add_argument("--margin", type=float, default=1.0, help="profit margin (default 1)")
-    p.add_argument("--prob", type=float, default=0.94, help="interval probability")
+    p.add_argument(
+        "--margin",
+        type=_number("number", low=0, low_open=True, example=" (e.g. --margin 0.3)"),
+        default=1.0,
+        help="profit margin (default 1)",
+    )
+    p.add_argument(
+        "--prob",
+        type=_number(
+            "number", low=0, high=1, low_open=True, high_open=True, example=" (e.g. --prob 0.94)"
+        ),
+        default=0.94,
+        help="interval probability, strictly between 0 and 1",
+    )
     p.add_argument("--interval", choices=["eti", "hdi"], default="eti")
     p.add_argument(
         "--method",
@@ -520,7 +772,7 @@ def _add_score_options(p: argparse.ArgumentParser, *, with_out: bool = True) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bayesclv",
         description="Hierarchical Bayesian customer lifetime value (BG/NBD, Pareto/NBD, "
         "Gamma-Gamma) with credible intervals.",
@@ -568,6 +820,13 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--zero-amounts", choices=["keep", "drop"], default="keep")
     fitp.add_argument("--duplicates", choices=["keep", "drop"], default="keep")
     fitp.add_argument(
+        "--date-format",
+        default=None,
+        metavar="FORMAT",
+        help="how the dates are written, as for strptime, e.g. %%d/%%m/%%Y (day first) or "
+        "%%m/%%d/%%Y; needed when dates such as 03/04/2024 could be read either way",
+    )
+    fitp.add_argument(
         "--encoding",
         default="utf-8",
         help="text encoding of a CSV log (default utf-8), e.g. latin-1, cp1252",
@@ -587,7 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output file: .csv, .parquet or .xlsx (segment totals go beside it)",
     )
-    score.add_argument("--seed", type=int, default=2024)
+    score.add_argument("--seed", type=_SEED, default=2024)
+    score.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out (and its segment totals and metadata) if they exist",
+    )
     score.add_argument(
         "--allow-bad-fit",
         action="store_true",
@@ -598,61 +862,111 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_advice(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, and what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1)):
+        fix = "free some space, or write to another folder with --out"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "the location is read-only or not yours: choose another --out"
+    elif exc.errno == errno.ENOENT:
+        fix = "check the path"
+    else:
+        fix = "check the path and free space, or write elsewhere with --out"
+    return f"could not read or write{where}: {what}; {fix}."
+
+
+def _score(args) -> int:
+    from bayesclv.errors import BayesCLVError
+
+    out = Path(args.out)
+    _check_outputs(out, overwrite=args.force)  # before loading: a typo costs nothing
+    purchase, spend, rfm, _ = _load_fit_dir(Path(args.fit_dir))
+    try:
+        verdicts = {
+            role: json.loads(idata.attrs.get("convergence", "{}")).get("verdict")
+            for role, idata in (("purchase", purchase), ("spend", spend))
+        }
+    except (ValueError, AttributeError) as exc:
+        raise BayesCLVError(f"{args.fit_dir}: unreadable convergence verdicts; refit.") from exc
+    failed = [role for role, v in verdicts.items() if v == "fail"]
+    if failed and not args.allow_bad_fit:
+        print(
+            f"bayesclv: error: the {' and '.join(failed)} fit in {args.fit_dir} failed its "
+            f"convergence checks (see {Path(args.fit_dir) / 'diagnostics.txt'}); its CLV "
+            f"intervals should not be used. Refit (more tuning/draws), or pass "
+            f"--allow-bad-fit to score anyway (the verdict goes into the metadata).",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_FIT
+    score_and_export(
+        purchase,
+        spend,
+        rfm,
+        out,
+        horizon=args.horizon,
+        discount_rate=args.discount_rate,
+        discount_period=args.discount_period,
+        discounting=args.discounting,
+        margin=args.margin,
+        prob=args.prob,
+        kind=args.interval,
+        method=args.method,
+        random_seed=args.seed,
+        overwrite=args.force,
+    )
+    return 0
+
+
+def _run(args) -> int:
+    if args.command == "demo":
+        return run_demo(args)
+    if args.command == "fit":
+        _check_fit_folder(Path(args.out), overwrite=args.force)
+        rfm = _rfm_from_args(args)
+        res = fit_models(
+            rfm, _settings_from_args(args), Path(args.out), allow_bad_fit=args.allow_bad_fit
+        )
+        print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
+        return 0
+    return _score(args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; every failure is one line on stderr and an exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from bayesclv.errors import BayesCLVError
 
     try:
-        if args.command == "demo":
-            return run_demo(args)
-        if args.command == "fit":
-            rfm = _rfm_from_args(args)
-            res = fit_models(
-                rfm, _settings_from_args(args), Path(args.out), allow_bad_fit=args.allow_bad_fit
-            )
-            print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
-            return 0
-        purchase, spend, rfm, _ = _load_fit_dir(Path(args.fit_dir))
-        out = Path(args.out)
-        if out.suffix.lower() not in (".csv", ".parquet", ".xlsx"):
-            raise BayesCLVError(f"--out {out}: use a .csv, .parquet or .xlsx file name.")
-        failed = [
-            role
-            for role, idata in (("purchase", purchase), ("spend", spend))
-            if json.loads(idata.attrs.get("convergence", "{}")).get("verdict") == "fail"
-        ]
-        if failed and not args.allow_bad_fit:
-            print(
-                f"bayesclv: error: the {' and '.join(failed)} fit in {args.fit_dir} failed its "
-                f"convergence checks (see {Path(args.fit_dir) / 'diagnostics.txt'}); its CLV "
-                f"intervals should not be used. Refit (more tuning/draws), or pass "
-                f"--allow-bad-fit to score anyway (the verdict goes into the metadata).",
-                file=sys.stderr,
-            )
-            return EXIT_BAD_FIT
-        score_and_export(
-            purchase,
-            spend,
-            rfm,
-            out,
-            horizon=args.horizon,
-            discount_rate=args.discount_rate,
-            discount_period=args.discount_period,
-            discounting=args.discounting,
-            margin=args.margin,
-            prob=args.prob,
-            kind=args.interval,
-            method=args.method,
-            random_seed=args.seed,
-        )
-        return 0
+        return _run(args)
     except BayesCLVError as exc:
         print(f"bayesclv: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"bayesclv: error: {_os_advice(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print(
+            "bayesclv: error: out of memory; use fewer --draws or --chains, or --sampler "
+            "laplace for millions of customers.",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bayesclv: interrupted; no partial output was written.", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("BAYESCLV_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"bayesclv: internal error ({type(exc).__name__}: {first}); this is a bug in "
+            f"bayesclv, please report it (BAYESCLV_DEBUG=1 shows the traceback).",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -664,10 +664,17 @@ def _read_input(
 
 
 def _ids_to_int_if_canonical(frame: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Text ids to int64 only if every id is written exactly as Python prints its integer
+    (no sign on zero, no leading zeros, no '+', no spaces, at most 18 digits).
+
+    Then the conversion is one-to-one: two different ids can never become one number.
+    '0' and '-0', or '01' and '1', are two customers, so a column holding either form
+    stays text.
+    """
     ids = frame[col]
     if ids.isna().any() or len(ids) == 0:
         return frame
-    if ids.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
+    if ids.str.fullmatch(r"0|-?[1-9][0-9]{0,17}").all():
         frame[col] = ids.astype(np.int64)
     return frame
 
@@ -762,6 +769,50 @@ def _to_ns(parsed: Any, col: str, labels: pd.Index) -> np.ndarray:
     return arr.astype("datetime64[ns]")
 
 
+def _ambiguous_day_month(values: pd.Series, parsed: pd.Series, col: str) -> None:
+    """Refuse dates that read as well day first as month first, e.g. 03/04/2024.
+
+    Without a format pandas infers one from the first date, month first when it can
+    (03/04/2024 is 4 March). If every day in the column is 12 or less, the day-first
+    reading is as valid and gives other dates: a day-first file read month first,
+    silently. Year-first dates (ISO 8601, 2024-03-04) and month names are unambiguous.
+    """
+    import re
+
+    from pandas.tseries.api import guess_datetime_format
+
+    text = values[values.map(lambda v: isinstance(v, str))]
+    if text.empty or not isinstance(parsed, pd.Series):
+        return
+    first = str(text.iloc[0]).strip()
+    fmt = guess_datetime_format(first)
+    if fmt is not None:
+        if "%d" not in fmt or "%m" not in fmt:
+            return
+        year = min((fmt.find(y) for y in ("%Y", "%y") if y in fmt), default=-1)
+        if 0 <= year < min(fmt.find("%m"), fmt.find("%d")):
+            return
+    elif re.match(r"\d{4}", first) or re.search(r"[A-Za-z]{3}", first):
+        return
+    day, month = parsed.dt.day, parsed.dt.month
+    if day.max() > 12 or (day == month).all():
+        return
+    example = str(values[(day != month).to_numpy()].iloc[0]).strip()
+    read = parsed[(day != month).to_numpy()].iloc[0]
+    other = read.replace(day=read.month, month=read.day)
+    day_first = (
+        fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m") if fmt else "%d/%m/%y"
+    )
+    month_first = fmt or "%m/%d/%y"
+    raise DataValidationError(
+        f"column '{col}': the dates are ambiguous: every day is 12 or less, so "
+        f"'{example}' is {read.day} {read:%B %Y} read month first and {other.day} "
+        f"{other:%B %Y} read day first. Say how the dates are written: pass "
+        f"date_format='{day_first}' (day first) or date_format='{month_first}' (month "
+        f"first); on the command line --date-format '{day_first}'."
+    )
+
+
 def _parse_dates(
     values: pd.Series, col: str, labels: pd.Index, date_format: str | None, notes: list[str]
 ) -> np.ndarray:
@@ -854,6 +905,8 @@ def _parse_dates(
                 "Fix or drop these rows, or pass date_format (e.g. date_format='%d/%m/%Y', "
                 "or date_format='mixed' to guess each row's format separately).",
             )
+    if date_format is None:
+        _ambiguous_day_month(values, parsed, col)
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         notes.append(f"'{col}' had time zones/offsets; converted to UTC, then tz dropped.")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
