@@ -313,9 +313,95 @@ class _Engine:
             )
         if out is None:
             out = _direct_tables(self.dp, g, x, T, times, wsets, self.n_jobs)
+        self._check_tables(out, g, x, T, times[-1])
         # Stored (row, draw): customers gather contiguous rows.
         tables = [np.ascontiguousarray(o.T) for o in out]
         return (tables[0], tables[1]) if self.need_value else (None, tables[0])
+
+    def _check_tables(self, out, g, x, T, horizon) -> None:
+        """Refuse tables outside the family's exact bounds (the guard of issue 15).
+
+        ``out[-1]`` holds the expected purchases in the horizon given alive, ``out[0]``
+        (when discounting) their discounted sum, which lies between 0 and ``out[-1]``.
+        """
+        th = self.dp.columns(g)
+        lo, hi = self.family.expected_alive_bounds(th, x, T, horizon)
+        undiscounted = out[-1]
+        tol = 1e-9 * np.abs(hi) + 1e-300
+        checks = [("expected purchases given alive", undiscounted, lo - tol, hi + tol)]
+        if self.need_value:
+            checks.append(("discounted expected purchases given alive", out[0], -tol,
+                           undiscounted + tol))
+        for what, values, lower, upper in checks:
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(values) | (values < lower) | (values > upper)
+            if bad.any():
+                d_bad, r_bad = np.nonzero(bad)
+                self._fail(
+                    what,
+                    d_bad,
+                    self._customers_of_rows(r_bad),
+                    got=values[d_bad, r_bad],
+                    bounds=(lower[d_bad, r_bad], upper[d_bad, r_bad]),
+                )
+
+    def _customers_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """One customer index per (segment, x, T) table row (the first that has it)."""
+        first = np.full(int(self.v_code.max()) + 1, -1, dtype=np.int64)
+        first[self.v_code[::-1]] = np.arange(len(self.v_code))[::-1]
+        return first[rows]
+
+    def _fail(self, what, draws, customers, got=None, bounds=None) -> None:
+        """Raise a NumericalError naming the first few customers and posterior draws."""
+        from bayesclv.errors import NumericalError
+
+        per_chain = max(self.dp.n_draw, 1)
+        pairs = sorted(set(zip(customers.tolist(), draws.tolist(), strict=True)))
+        shown = []
+        for c, d in pairs[:5]:
+            th = {k: float(v[d, self.pcol[c]]) for k, v in self.dp.values.items()}
+            desc = ", ".join(f"{k}={v:.6g}" for k, v in th.items())
+            shown.append(
+                f"customer {_plain(self.rfm.customer_id[c])!r} (x={int(self.rfm.frequency[c])}, "
+                f"t_x={self.rfm.recency[c]:.6g}, T={self.rfm.T[c]:.6g}) at draw "
+                f"(chain {d // per_chain}, draw {d % per_chain}) with {desc}"
+            )
+        detail = ""
+        if got is not None and bounds is not None:
+            detail = (
+                f" (first: {float(got[0]):.6g}, exact bounds [{float(bounds[0][0]):.6g}, "
+                f"{float(bounds[1][0]):.6g}])"
+            )
+        raise NumericalError(
+            f"{self.family.label}: {what} cannot be trusted for {len(pairs)} "
+            f"customer-draw pair(s){detail}: " + "; ".join(shown)
+            + ". Nothing was returned or exported. This is a numerical failure of bayesclv "
+            "at these parameter values: please report it with this message; as a "
+            "workaround, exclude those draws (a fit with them is usually poorly identified: "
+            "check the convergence report)."
+        )
+
+    def _check_outputs(self, idx, out: dict) -> None:
+        """Every returned value finite and within its physical bounds."""
+        bad_any = None
+        for name, arr in out.items():
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(arr)
+                if name == "p_alive":
+                    bad |= (arr < 0) | (arr > 1)
+                elif name == "purchases":
+                    bad |= arr < 0
+                elif name in ("clv", "simulated"):
+                    bad |= arr * np.sign(self.margin) < 0
+            if bad.any():
+                bad_any = (name, bad)
+                break
+        if bad_any is not None:
+            name, bad = bad_any
+            r, d = np.nonzero(bad)
+            labels = {"p_alive": "P(alive)", "purchases": "expected purchases",
+                      "clv": "expected CLV", "simulated": "simulated CLV"}
+            self._fail(labels.get(name, name), d, np.asarray(idx)[r])
 
     def customer_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Customers with equal (segment, x, t_x, T, zbar) have equal expected-CLV draws.
@@ -367,6 +453,7 @@ class _Engine:
                     ths, x, rfm.monetary_value[cust][:, None]
                 )
                 out["clv"][pos] = pa * self.value_alive[vc] * spend * self.margin
+        self._check_outputs(idx, out)
         return out
 
     def _p_alive_group(self, th: dict, cust: np.ndarray) -> np.ndarray:
@@ -435,7 +522,13 @@ class _Engine:
         sl = slice(off, off + (idx_stop - idx_start))
         clv = np.concatenate([p[0] for p in parts], axis=0)[sl]
         pa = np.concatenate([p[1] for p in parts], axis=0)[sl]
+        self._check_outputs(np.arange(idx_start, idx_stop), {"simulated": clv, "p_alive": pa})
         return clv, pa
+
+
+def _plain(value):
+    """A NumPy scalar as the plain Python value (for messages)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _entropy(random_seed) -> int:

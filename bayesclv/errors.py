@@ -14,6 +14,7 @@ __all__ = [
     "ConvergenceError",
     "SavedModelError",
     "OutputError",
+    "NumericalError",
 ]
 
 
@@ -41,6 +42,11 @@ class OutputError(BayesCLVError):
     """An output cannot be written as asked: the file exists (and overwriting was not
     asked for), its folder is missing or read-only, the disk is full, or the format
     cannot hold the table (e.g. more rows than an .xlsx sheet)."""
+
+
+class NumericalError(BayesCLVError):
+    """A computed number cannot be trusted (non-finite, or outside its physical bounds):
+    raised instead of returning or exporting it, naming the customers and draws."""
 
 
 def describe_rows(labels, limit: int = 5) -> str:

@@ -266,6 +266,13 @@ class PurchaseFamily(Family):
         """Expected purchases in ``(T, T + t]`` of a customer alive at ``T``."""
         raise NotImplementedError
 
+    def expected_alive_bounds(self, th: Mapping, x, T, t) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of :meth:`expected_alive` that hold exactly (physical
+        bounds, not estimates): the CLV engine refuses any value outside them. The
+        default is ``[0, inf)``; families give tighter ones."""
+        shape = np.broadcast_shapes(*(np.shape(v) for v in th.values()), np.shape(x), np.shape(t))
+        return np.zeros(shape), np.full(shape, np.inf)
+
     def alive_tables(self, dp, g, x, T, times, wsets, n_jobs, direct) -> np.ndarray | None:
         """``sum_k wsets[j, k] * expected_alive(t_k)`` per set, draw and row, fast.
 

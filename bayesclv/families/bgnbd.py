@@ -349,6 +349,14 @@ class BGNBDFamily(PurchaseFamily):
         t = np.asarray(t, dtype=np.float64)
         return bg_phi(th["r"], th["alpha"], th["a"], th["b"] + x + self.extra, x, T, t)
 
+    def expected_alive_bounds(self, th, x, T, t):
+        """With ``k = t / (alpha + T)`` and ``n = r + x``: given ``p`` the expectation is
+        ``f(p) = (1 - (1 + p k)^-n) / p``, decreasing in ``p``, so ``f(1) <= Phi <= f(0)``:
+        at least the chance of one more purchase, at most the Poisson mean ``n k``."""
+        n = th["r"] + np.asarray(x, dtype=np.float64)
+        k = np.asarray(t, dtype=np.float64) / (th["alpha"] + np.asarray(T, dtype=np.float64))
+        return -np.expm1(-n * np.log1p(k)), n * k
+
     def alive_tables(self, dp, g, x, T, times, wsets, n_jobs, direct):
         """Tables without one hyp2f1 per draw, row and time.
 
@@ -449,7 +457,16 @@ class BGNBDFamily(PurchaseFamily):
 
         parallel_map(run, range(0, N, dblock), n_jobs)
 
-        # Run-time check on a sample of rows and draws against the direct evaluation.
+        # Draws where the interpolant left the exact bounds (hyp2f1 cancels for large
+        # a, b) are recomputed directly; then a sample is checked against the direct form.
+        lo, hi = self.expected_alive_bounds(dp.columns(g), x, T, H)
+        tol = 1e-9 * hi + 1e-300
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(out).all(axis=0) | (out[-1] < lo - tol) | (out[-1] > hi + tol)
+            bad |= (out < -tol).any(axis=0) | (out > out[-1] + tol).any(axis=0)
+        bad_draws = np.flatnonzero(bad.any(axis=1))
+        if bad_draws.size:
+            out[:, bad_draws] = direct(dp.subset(bad_draws), g, x, T, times, wsets)
         rng = np.random.default_rng(0)
         pick_r = rng.choice(rows, size=min(len(rows), 32), replace=False)
         pick_d = rng.choice(N, size=min(N, 4), replace=False)

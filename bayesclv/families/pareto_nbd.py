@@ -262,6 +262,12 @@ class ParetoNBDFamily(PurchaseFamily):
             th["s"] - 1.0, np.log1p(np.asarray(t, dtype=np.float64) / B)
         )
 
+    def expected_alive_bounds(self, th, x, T, t):
+        """``0 <= Phi <=`` the Poisson mean without dropout, ``(r + x) t / (alpha + T)``."""
+        n = th["r"] + np.asarray(x, dtype=np.float64)
+        upper = n * np.asarray(t, dtype=np.float64) / (th["alpha"] + np.asarray(T, dtype=float))
+        return np.zeros_like(upper), upper
+
     def alive_tables(self, dp, g, x, T, times, wsets, n_jobs, direct):
         """Only ``R(s-1, log1p(t/B))``, ``B = beta + T``, depends on time, and only through
         ``(segment, T)``: summed once per unique ``(segment, T)`` and draw, then scaled
