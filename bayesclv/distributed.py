@@ -5,7 +5,7 @@ How the work is split:
 1. The posterior draws and the per-customer summary (``RFMData``: six numbers per
    customer, 1M customers ~ 50 MB) are scattered to the cluster once.
 2. One worker builds the per-draw tables (expected purchases given alive per unique
-   ``(segment, x, T)``, :class:`bayesclv.clv._Engine`), exactly as the single-machine
+   ``(segment, x, T)``, :class:`bayesclv.clv_engine.Engine`), exactly as the single-machine
    run does, from the same customers in the same order; the result is replicated to
    every worker. Building the tables once matters for exactness: their interpolation
    grid depends on the whole set of customers, so tables built per partition could
@@ -52,24 +52,24 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesclv.clv import (
+from bayesclv.clv_engine import (
     SIM_BLOCK,
-    _attrs,
-    _check_chunk,
-    _check_discount,
-    _chunks,
-    _Engine,
-    _entropy,
-    _factorize,
-    _ParquetChunks,
-    _summarise,
+    Engine,
+    ParquetChunks,
+    attrs_of,
+    check_chunk,
+    check_discount,
+    chunks,
+    factorize_rows,
+    seed_entropy,
+    summarise,
 )
 from bayesclv.data import RFMData
 from bayesclv.summary import (
-    _totals_dataset,
     atomic_write,
     check_one_row_per_customer,
     table_from_summaries,
+    totals_dataset,
 )
 
 __all__ = ["score_customers_dask", "read_scores", "DistributedScores"]
@@ -97,7 +97,7 @@ def read_scores(out_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def _score_partition(
-    eng: _Engine,
+    eng: Engine,
     start: int,
     stop: int,
     part: int,
@@ -116,7 +116,7 @@ def _score_partition(
     seg_parts = []
     if method == "expected":
         # Customers of this partition with the same history share their draws.
-        kcode, _ = _factorize(
+        kcode, _ = factorize_rows(
             eng.pcol[sl],
             eng.scol[sl],
             rfm.frequency[sl],
@@ -130,17 +130,17 @@ def _score_partition(
         rep += start
         counts = np.bincount(kcode, minlength=n_keys)
         per_key = {k: np.empty(n_keys) for k in _NAMES}
-        for a, b in _chunks(n_keys, chunk_size):
-            summ, seg = _summarise(eng, rep[a:b], prob, kind, weights=counts[a:b])
+        for a, b in chunks(n_keys, chunk_size):
+            summ, seg = summarise(eng, rep[a:b], prob, kind, weights=counts[a:b])
             for k in _NAMES:
                 per_key[k][a:b] = summ[k]
             seg_parts.append(seg)
         per_customer = {k: v[kcode] for k, v in per_key.items()}
     else:
         per_customer = {k: np.empty(stop - start) for k in _NAMES}
-        for a, b in _chunks(stop - start, chunk_size):
+        for a, b in chunks(stop - start, chunk_size):
             clv, pa = eng.simulate(start + a, start + b, entropy)
-            summ, seg = _summarise(eng, np.arange(start + a, start + b), prob, kind, clv, pa)
+            summ, seg = summarise(eng, np.arange(start + a, start + b), prob, kind, clv, pa)
             for k in _NAMES:
                 per_customer[k][a:b] = summ[k]
             seg_parts.append(seg)
@@ -159,8 +159,8 @@ def _score_partition(
     check_one_row_per_customer(table, rfm.customer_id[sl])
 
     def write(tmp: Path) -> None:
-        with _ParquetChunks(tmp, {**meta, "partition": part}) as sink:
-            for a, b in _chunks(len(table), chunk_size):
+        with ParquetChunks(tmp, {**meta, "partition": part}) as sink:
+            for a, b in chunks(len(table), chunk_size):
                 sink(table.iloc[a:b])
 
     atomic_write(Path(out_dir) / f"part-{part:05d}.parquet", write)
@@ -223,12 +223,12 @@ def score_customers_dask(
         raise ValueError(f"method must be 'expected' or 'simulate', got {method!r}.")
     if not isinstance(rfm, RFMData):
         raise TypeError(f"rfm must be an RFMData, got {type(rfm).__name__}.")
-    disc = _check_discount(horizon, discount_rate, discount_period, discounting, steps)
-    chunk_size = _check_chunk(chunk_size)
+    disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
+    chunk_size = check_chunk(chunk_size)
     entropy = None
     if method == "simulate":
         chunk_size = SIM_BLOCK * math.ceil(chunk_size / SIM_BLOCK)
-        entropy = _entropy(random_seed)
+        entropy = seed_entropy(random_seed)
     n = rfm.n_customers
     if partition_size is None:
         threads = sum(client.nthreads().values()) or 1
@@ -251,7 +251,7 @@ def score_customers_dask(
         [purchase_params, spend_params, rfm], broadcast=True, hash=False
     )
     eng = client.submit(
-        _Engine,
+        Engine,
         pp,
         sp,
         rfm_f,
@@ -264,7 +264,7 @@ def score_customers_dask(
     client.replicate([eng])
     like = client.submit(_like_and_attrs, eng, method, pure=False).result()
     meta = {**like["attrs"], **dict(metadata or {}), "n_partitions": None}
-    bounds = list(_chunks(n, partition_size))
+    bounds = list(chunks(n, partition_size))
     meta["n_partitions"] = len(bounds)
     futures = [
         client.submit(
@@ -291,17 +291,17 @@ def score_customers_dask(
             seg_acc += seg
     c, d = like["n_chain"], like["n_draw"]
     coords = xr.Dataset(coords={k: v for k, v in like["coords"].items() if v is not None})
-    totals = _totals_dataset(seg_acc.reshape(c, d, -1), coords, rfm.segment_names)
+    totals = totals_dataset(seg_acc.reshape(c, d, -1), coords, rfm.segment_names)
     totals.attrs.update(like["attrs"])
     files = tuple(str(out / f"part-{i:05d}.parquet") for i in range(len(bounds)))
     return DistributedScores(str(out), files, totals)
 
 
-def _like_and_attrs(eng: _Engine, method: str) -> dict:
+def _like_and_attrs(eng: Engine, method: str) -> dict:
     """Small facts about the engine the client needs (runs on a worker)."""
     dp = eng.dp
     return {
-        "attrs": _attrs(eng, method=method),
+        "attrs": attrs_of(eng, method=method),
         "n_draws": dp.n_draws,
         "n_chain": dp.n_chain,
         "n_draw": dp.n_draw,

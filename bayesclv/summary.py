@@ -203,10 +203,10 @@ def segment_totals(clv_draws: xr.DataArray, rfm: RFMData) -> xr.Dataset:
     arr = clv_draws.transpose("chain", "draw", "customer").values
     c, d, n = arr.shape
     seg = segment_sums(arr.reshape(c * d, n), rfm.segment, rfm.n_segments).reshape(c, d, -1)
-    return _totals_dataset(seg, clv_draws, rfm.segment_names)
+    return totals_dataset(seg, clv_draws, rfm.segment_names)
 
 
-def _totals_dataset(seg: np.ndarray, like, segment_names) -> xr.Dataset:
+def totals_dataset(seg: np.ndarray, like, segment_names) -> xr.Dataset:
     coords = {"segment": list(segment_names)}
     for dim in ("chain", "draw"):
         if like is not None and dim in like.coords:

@@ -15,19 +15,6 @@ from __future__ import annotations
 
 from bayesclv.ops import ops_for
 
-UNCONSTRAINED = {
-    "bgnbd": ("log_purchase_rate", "log_r", "logit_dropout", "log_dropout_concentration"),
-    "mbgnbd": ("log_purchase_rate", "log_r", "logit_dropout", "log_dropout_concentration"),
-    "pareto_nbd": ("log_purchase_rate", "log_r", "log_dropout_rate", "log_s"),
-    "gamma_gamma": ("log_mean_spend", "log_p", "log_q_minus_1"),
-}
-NATURAL = {
-    "bgnbd": ("r", "alpha", "a", "b"),
-    "mbgnbd": ("r", "alpha", "a", "b"),
-    "pareto_nbd": ("r", "alpha", "s", "beta"),
-    "gamma_gamma": ("p", "q", "v"),
-}
-
 
 def bgnbd_natural(log_purchase_rate, log_r, logit_dropout, log_dropout_concentration):
     """r = e^log_r, alpha = r / rate, a = phi kappa, b = (1 - phi) kappa."""
@@ -63,9 +50,15 @@ def gamma_gamma_natural(log_mean_spend, log_p, log_q_minus_1):
     }
 
 
-TRANSFORMS = {
-    "bgnbd": bgnbd_natural,
-    "mbgnbd": bgnbd_natural,
-    "pareto_nbd": pareto_nbd_natural,
-    "gamma_gamma": gamma_gamma_natural,
-}
+def __getattr__(name: str):
+    """``UNCONSTRAINED``, ``NATURAL`` and ``TRANSFORMS`` by model name, read from the
+    family registry (kept for backward compatibility; use ``bayesclv.families``)."""
+    if name in ("UNCONSTRAINED", "NATURAL", "TRANSFORMS"):
+        from bayesclv.families import FAMILIES
+
+        if name == "UNCONSTRAINED":
+            return {k: f.unconstrained for k, f in FAMILIES.items()}
+        if name == "NATURAL":
+            return {k: f.params for k, f in FAMILIES.items()}
+        return {k: f.to_natural for k, f in FAMILIES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -258,7 +258,9 @@ def test_chebyshev_alive_tables_match_one_hyp2f1_per_row(model, discounting, val
     # The interpolated tables (used for speed) against the direct closed form, including
     # rows the fast path must hand to the direct one (young customers, small alpha) and
     # a customer with 10,000 purchases.
-    from bayesclv.clv import _check_discount, _direct_tables, _schedule
+    from bayesclv.clv_engine import check_discount as _check_discount
+    from bayesclv.clv_engine import direct_tables as _direct_tables
+    from bayesclv.clv_engine import schedule as _schedule
     from bayesclv.predict import DrawParams
 
     rfm = random_rfm(120, seed=2)
@@ -362,14 +364,15 @@ def test_keep_table_false_memory_does_not_grow_with_customers(tmp_path):
 @pytest.mark.parametrize("method", ["expected", "simulate"])
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_failure_mid_run_leaves_no_file_and_keeps_the_old_one(method, error, tmp_path, monkeypatch):
-    import bayesclv.clv as clv_mod
 
     rfm = random_rfm(2000, seed=8)
     pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
     out = tmp_path / "scores.parquet"
     out.write_bytes(b"previous run")
     calls, seen = [0], {}
-    real = clv_mod.interval_arrays
+    import bayesclv.clv_engine as engine_mod
+
+    real = engine_mod.interval_arrays
 
     def failing_third_chunk(*args, **kwargs):
         calls[0] += 1
@@ -380,7 +383,7 @@ def test_failure_mid_run_leaves_no_file_and_keeps_the_old_one(method, error, tmp
             raise error("stop")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(clv_mod, "interval_arrays", failing_third_chunk)
+    monkeypatch.setattr(engine_mod, "interval_arrays", failing_third_chunk)
     with pytest.raises(error, match="stop"):
         score_customers(
             pp,

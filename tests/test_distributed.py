@@ -155,7 +155,8 @@ def test_simulate_streams_do_not_depend_on_partitioning(client, rfm, tmp_path):
 
 def test_engine_survives_pickling(rfm):
     # On a cluster of processes the engine travels pickled: it must score the same.
-    from bayesclv.clv import _check_discount, _Engine
+    from bayesclv.clv_engine import Engine as _Engine
+    from bayesclv.clv_engine import check_discount as _check_discount
 
     pp = make_params("bgnbd", BG, n_chain=1, n_draw=20, seed=6)
     sp = make_params("gamma_gamma", GG, n_chain=1, n_draw=20, seed=7)
