@@ -1,0 +1,125 @@
+"""The design rules of the family redesign, enforced (issue 16).
+
+* Only the family modules and the registry know model names: no module outside
+  ``bayesclv/families/`` compares anything with a family's name or keys a table by it.
+* ``bayesclv.predict`` and ``bayesclv.clv`` work on draws and import no PyMC/PyTensor.
+* The model carries what its builder knows: ``fit`` accepts ``pm.do`` and ``clone_model``
+  outputs with no side registry.
+* Every registered family implements the methods its consumers call.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pymc as pm
+import pytest
+
+from bayesclv.families import FAMILIES
+from bayesclv.families.base import check_family_complete
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bayesclv"
+NAMES = set(FAMILIES)
+
+
+def _name_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """Comparisons with a family name (``==``, ``!=``, ``in``) and dict literals keyed by one."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                consts = [side] if isinstance(side, ast.Constant) else (
+                    list(side.elts) if isinstance(side, ast.Tuple | ast.List | ast.Set) else []
+                )
+                for c in consts:
+                    if isinstance(c, ast.Constant) and c.value in NAMES:
+                        found.append((node.lineno, f"compares with {c.value!r}"))
+        elif isinstance(node, ast.Dict):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+            if sum(k in NAMES for k in keys) >= 2:
+                found.append((node.lineno, f"dict keyed by model names {keys}"))
+    return found
+
+
+def test_no_module_outside_the_families_branches_on_a_model_name():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "families" in path.relative_to(PACKAGE).parts:
+            continue
+        for line, what in _name_uses(ast.parse(path.read_text(), filename=str(path))):
+            offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {what}")
+    assert not offenders, "model-name branching outside the registry:\n" + "\n".join(offenders)
+
+
+def test_the_scan_finds_a_branch_when_there_is_one():
+    # The scan above must be able to fail.
+    assert _name_uses(ast.parse("if model == 'bgnbd':\n    pass\n"))
+    assert _name_uses(ast.parse("x = {'bgnbd': 1, 'pareto_nbd': 2}\n"))
+    assert not _name_uses(ast.parse("model = 'bgnbd'\n"))
+
+
+def test_predict_and_clv_import_no_pymc():
+    code = (
+        "import sys\n"
+        "import bayesclv.predict, bayesclv.clv, bayesclv.summary\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pymc', 'pytensor'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, f"imported: {res.stdout} {res.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_implements_what_its_consumers_call(name):
+    fam = FAMILIES[name]
+    assert fam.name == name and fam.label and fam.params and fam.unconstrained
+    if fam.kind == "purchase":
+        methods = ["to_natural", "logp", "log_p_alive", "expected_alive",
+                   "latent_given_alive", "window_log_pmf", "simulate_window",
+                   "future_events", "simulate_history"]
+    elif fam.kind == "spend":
+        methods = ["to_natural", "logp", "expected_spend", "latent_given_history",
+                   "sample_amounts", "sample_totals"]
+    else:
+        pytest.skip(f"{fam.kind} families have their own API (tested in their module)")
+    assert check_family_complete(fam, methods) == []
+
+
+def _small_rfm():
+    from bayesclv.simulate import BGNBDParams, simulate_rfm
+
+    return simulate_rfm(BGNBDParams(0.5, 5.0, 0.8, 2.5), 300, T=(20.0, 40.0), random_seed=3)
+
+
+def test_fit_accepts_models_after_do_and_clone_model():
+    from pymc.model.fgraph import clone_model
+
+    from bayesclv.fit import fit, posterior_params
+    from bayesclv.models import build_bgnbd
+
+    model = build_bgnbd(_small_rfm(), pooling="complete")
+    base = posterior_params(fit(model, sampler="map"))
+    cloned = posterior_params(fit(clone_model(model), sampler="map"))
+    for name in ("r", "alpha", "a", "b"):
+        np.testing.assert_allclose(cloned[name].values, base[name].values, rtol=1e-6)
+    # pm.do fixes a free variable: the fit still knows the family, pooling and segments,
+    # and the intervened parameter is what it was set to.
+    done = pm.do(model, {"log_r": np.log(2.0)})
+    idata = fit(done, sampler="map")
+    assert idata.attrs["model"] == "bgnbd" and idata.attrs["pooling"] == "complete"
+    np.testing.assert_allclose(posterior_params(idata)["r"].values, 2.0)
+
+
+def test_a_model_no_builder_made_is_refused():
+    from bayesclv.errors import ModelSpecificationError
+    from bayesclv.fit import fit
+
+    with pm.Model() as model:
+        pm.Normal("x")
+    with pytest.raises(ModelSpecificationError, match="not built by a bayesclv builder"):
+        fit(model, sampler="map")
