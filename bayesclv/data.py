@@ -95,6 +95,10 @@ class RFMData:
         Length of the holdout period in ``time_unit``.
     calibration_end : pandas.Timestamp, optional
         Last instant of the calibration period.
+    litt : array of float, shape (n,), optional
+        Sum of the logarithms of each customer's calibration inter-purchase times, in
+        ``time_unit`` (BTYDplus's ``litt``); 0 where ``frequency`` is 0. The regularity
+        families (BG/CNBD-k, MBG/CNBD-k) need it; :func:`rfm_summary` computes it.
 
     Notes
     -----
@@ -102,7 +106,9 @@ class RFMData:
     ``0 <= recency <= T``, ``recency == 0`` where ``frequency == 0``, finite
     ``monetary_value >= 0`` where ``frequency > 0`` (a zero mean repeat spend is kept
     here; the Gamma-Gamma builder excludes and counts such customers), segment codes
-    within range.
+    within range; ``litt`` (when given) finite, 0 where ``frequency`` is 0 and at most
+    ``x log(t_x / x)`` (the log of the mean gap, times ``x``: the arithmetic mean of the
+    gaps is at least their geometric mean).
     """
 
     customer_id: np.ndarray
@@ -118,6 +124,7 @@ class RFMData:
     holdout_spend: np.ndarray | None = None
     holdout_length: float | None = None
     calibration_end: pd.Timestamp | None = None
+    litt: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # noqa: C901 - one linear list of checks
@@ -161,7 +168,7 @@ class RFMData:
                     f"RFMData: column '{name}' has {getattr(self, name).shape[0]} rows but "
                     f"'customer_id' has {n}. All columns must have one row per customer."
                 )
-        for name in ("first_purchase_value", "holdout_frequency", "holdout_spend"):
+        for name in ("first_purchase_value", "holdout_frequency", "holdout_spend", "litt"):
             value = getattr(self, name)
             if value is not None:
                 dtype = np.int64 if name == "holdout_frequency" else np.float64
@@ -217,6 +224,20 @@ class RFMData:
             check(self.holdout_frequency < 0, "'holdout_frequency' must be >= 0")
         if self.holdout_spend is not None:
             check(~np.isfinite(self.holdout_spend), "'holdout_spend' must be finite")
+        if self.litt is not None:
+            check(~np.isfinite(self.litt), "'litt' must be finite (inter-purchase times > 0)")
+            check(~repeat & (self.litt != 0), "'litt' must be 0 where frequency is 0")
+            # AM-GM: sum(log gaps) <= x log(mean gap); catches litt in another time unit
+            x = np.maximum(self.frequency, 1).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bound = x * np.log(self.recency / x)
+                within = self.litt <= bound + 1e-9 * np.maximum(1.0, np.abs(bound))
+            check(
+                repeat & ~within,
+                "'litt' must be at most frequency * log(recency / frequency) (the sum of "
+                "the log gaps of `frequency` gaps adding up to `recency`; is it in "
+                "another time unit?)",
+            )
         if self.holdout_length is not None:
             hl = float(self.holdout_length)
             if not np.isfinite(hl) or hl <= 0:
@@ -264,6 +285,8 @@ class RFMData:
             cols["holdout_frequency"] = self.holdout_frequency
         if self.holdout_spend is not None:
             cols["holdout_spend"] = self.holdout_spend
+        if self.litt is not None:
+            cols["litt"] = self.litt
         return pd.DataFrame(cols, index=pd.Index(self.customer_id, name="customer_id"))
 
     @classmethod
@@ -278,13 +301,15 @@ class RFMData:
         monetary_value: str | None = "monetary_value",
         segment: str | None = None,
         time_unit: str = "week",
+        litt: str | None = "litt",
         **extra: Any,
     ) -> RFMData:
         """Build from a per-customer table (for example a summary made elsewhere).
 
         ``customer_id=None`` takes the index. ``monetary_value=None`` means no spend
         data (all zeros; spend models will refuse it). ``segment=None`` puts every
-        customer in one segment ``"all"``.
+        customer in one segment ``"all"``. ``litt`` names the column of the sums of log
+        inter-purchase times, read when the table has it (``None``: never read).
         """
         if not isinstance(df, pd.DataFrame):
             raise DataValidationError(
@@ -365,6 +390,7 @@ class RFMData:
             segment=codes,
             segment_names=names,
             time_unit=time_unit,
+            **({"litt": numeric(litt)} if litt and litt in df.columns else {}),
             **extra,
         )
 
@@ -389,6 +415,7 @@ class RFMData:
             holdout_spend=pick(self.holdout_spend),
             holdout_length=self.holdout_length,
             calibration_end=self.calibration_end,
+            litt=pick(self.litt),
             meta=dict(self.meta),
         )
 
@@ -1423,7 +1450,9 @@ def rfm_summary(
         ``DAYS_PER_UNIT[time_unit]``; ``monetary_value`` = mean amount of the repeat
         occasions (the first excluded), 0 for customers without repeats. With a holdout:
         ``holdout_frequency`` (occasions in ``(calibration_end, observation_end]``),
-        ``holdout_spend`` and ``holdout_length``. ``meta`` holds the
+        ``holdout_spend`` and ``holdout_length``. ``litt`` = sum of the logs of the gaps
+        between consecutive calibration occasions (in ``time_unit``; 0 without repeat
+        purchases), as the CNBD-k families need. ``meta`` holds the
         ``"cleaning_report"`` (a :class:`CleaningReport` whose
         ``excluded_from_summary`` lists customers whose first purchase is after
         ``calibration_end``), the dates used and the number of occasions.
@@ -1545,6 +1574,11 @@ def rfm_summary(
     zero_spend_ids = ids[zero_spend].tolist()
     recency = (last_occ[sel] - first_day[sel]) / unit
     T = (cal_day - first_day[sel]) / unit
+    # Sum of log inter-purchase times (BTYDplus's `litt`, for the CNBD-k families):
+    # occasions are sorted by customer then day, on distinct days, so every gap is >= 1.
+    same = occ_cust[1:] == occ_cust[:-1]
+    gaps = (occ_day[1:][same] - occ_day[:-1][same]) / unit
+    litt = np.bincount(occ_cust[1:][same], weights=np.log(gaps), minlength=n_all)[sel]
 
     holdout: dict[str, Any] = {}
     n_hold_occ = 0
@@ -1609,6 +1643,7 @@ def rfm_summary(
         time_unit=time_unit,
         first_purchase_value=first_spend[sel] if first_purchase_value else None,
         calibration_end=pd.Timestamp(cal_end),
+        litt=litt,
         meta=meta,
         **holdout,
     )
