@@ -285,11 +285,13 @@ def save_fit(idata: az.InferenceData, path: str | Path) -> Path:
         manifest = fit_manifest(idata)
         idata.attrs[_MANIFEST_ATTR] = json.dumps(manifest, sort_keys=True)
         idata.attrs[_HASH_ATTR] = _manifest_hash(manifest)
+        image = _netcdf_image(idata)
         try:
-            idata.to_netcdf(tmp)
-            with open(tmp, "rb+") as fh:
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+                fh.flush()
                 os.fsync(fh.fileno())
-        except (OSError, RuntimeError) as exc:  # h5py reports a full disk as RuntimeError
+        except OSError as exc:
             raise OutputError(
                 f"could not write {path} ({exc}); nothing was replaced. Free some space or "
                 f"check permissions, or save elsewhere."
@@ -312,6 +314,34 @@ def save_fit(idata: az.InferenceData, path: str | Path) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _netcdf_image(idata: az.InferenceData) -> memoryview:
+    """The bytes of ``idata.to_netcdf()``, made in memory.
+
+    HDF5 crashes the process (a segmentation fault, no Python exception) when a write
+    fails half-way, as on a full disk. So HDF5 writes only to memory here, and the file
+    is written with Python's own I/O, where a full disk is an OSError. Same layout as
+    ``InferenceData.to_netcdf``: the attributes in the root group, one netCDF group per
+    InferenceData group, numeric variables zlib-compressed.
+    """
+    import io
+
+    import xarray as xr
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xr.Dataset(attrs=dict(idata.attrs)).to_netcdf(buffer, mode="w", engine="h5netcdf")
+        for group in idata.groups():
+            ds = idata[group]
+            encoding = {
+                name: {"zlib": True}
+                for name, var in ds.variables.items()
+                if var.dtype.kind in "biufcS"
+            }
+            ds.to_netcdf(buffer, mode="a", group=group, engine="h5netcdf", encoding=encoding)
+    return buffer.getbuffer()
 
 
 def _read(path: Path) -> az.InferenceData:
