@@ -12,15 +12,18 @@ What a written file can be trusted for:
 
 * **Nothing is replaced by surprise.** An existing file (or CSV sidecar) is replaced only
   with ``overwrite=True`` (``--force`` on the command line). Even then a sidecar is only
-  replaced if :func:`export` wrote it: a foreign ``<name>.metadata.json`` is refused.
+  replaced if :func:`export` wrote it for that very file (it carries a mark naming its
+  data file, in whitespace after the JSON): a foreign ``<name>.metadata.json`` is kept.
   Every check (format, folder, existing files, Excel's row limit, a writable folder) is
   made by :func:`check_export_target` before any work, so a caller such as the CLI can
   make it before spending minutes scoring.
 * **Permissions** are those of any new file, ``0o666`` less the umask (``0o644`` under
   umask 022); a replaced file keeps its mode.
-* **Ids are text**: ``customer_id`` is written as text in every format (Excel stores
+* **Ids are text**: ``customer_id`` is written as text in Parquet and Excel (Excel stores
   numbers as doubles, so 1234567890123456789 would become 1234567890123457024), and so is
-  any other integer column beyond 2**53 in Excel.
+  any other integer column beyond 2**53 in Excel; a CSV holds integer ids digit for
+  digit. In Excel a negative integer id, as text, starts with '-' and so gets the
+  apostrophe below.
 * **Strict JSON**: a NaN or infinite metadata value is written as ``null`` and listed under
   ``"nonfinite_as_null"`` (``{"path.to.key": "NaN"}``), so any JSON parser reads the file.
 * **No formulas**: string cells that a spreadsheet would run as a formula (first
@@ -33,6 +36,7 @@ What a written file can be trusted for:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -156,31 +160,36 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.stem + ".metadata.json")
 
 
-def _sidecar_text(meta: Mapping[str, Any]) -> str:
-    return json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
+# The sidecar must hold exactly the metadata (readers, and tests, compare it with what
+# they passed), so its ownership cannot be a JSON key. JSON allows only whitespace after
+# the value, so the mark is there: a last line of 48 spaces and tabs spelling a hash of
+# the data file's name and of the JSON text. A file a person or another tool wrote never
+# ends so; a sidecar edited by hand loses its mark and is then kept, the safe side.
+_MARK_BITS = 48
 
 
-def _is_our_sidecar(path: Path) -> bool:
-    """Did :func:`export` write this file?
+def _mark(data_name: str, body: str) -> str:
+    digest = hashlib.sha256(f"bayesclv sidecar of {data_name}\n{body}".encode()).digest()
+    bits = int.from_bytes(digest[: _MARK_BITS // 8], "big")
+    return "".join("\t" if bits >> i & 1 else " " for i in range(_MARK_BITS - 1, -1, -1))
 
-    The sidecar holds exactly the metadata passed in (readers compare it with what they
-    passed), so it carries no ownership key. Its mark is its exact form instead: a JSON
-    object that ``_sidecar_text`` reproduces byte for byte (sorted keys, two-space
-    indent, final newline, strict JSON). A file written by a person or another tool
-    almost never has that form; a sidecar of an older bayesclv (no final newline) is
-    accepted too.
-    """
+
+def _sidecar_text(meta: Mapping[str, Any], data_name: str) -> str:
+    body = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return body + _mark(data_name, body) + "\n"
+
+
+def _is_our_sidecar(path: Path, data_name: str) -> bool:
+    """Did :func:`export` write this file, as the sidecar of ``data_name``?"""
     try:
         if path.stat().st_size > 64 * 2**20:
             return False
         text = path.read_text(encoding="utf-8")
-        obj = json.loads(text)
     except (OSError, ValueError):
         return False
-    if not isinstance(obj, dict):
-        return False
-    ours = _sidecar_text(obj)
-    return text in (ours, ours[:-1])
+    n = _MARK_BITS + 1
+    body, mark = text[:-n], text[-n:-1]
+    return text.endswith("\n") and len(text) > n and mark == _mark(data_name, body)
 
 
 def _format_of(path: Path, format: str | None) -> str:
@@ -239,7 +248,7 @@ def check_export_target(
                 f"{target} exists; nothing was written. Pass overwrite=True (--force on "
                 f"the command line) to replace it, or choose another name."
             )
-        if target != path and not _is_our_sidecar(target):
+        if target != path and not _is_our_sidecar(target, path.name):
             raise OutputError(
                 f"{target} exists and was not written by bayesclv (it is not an export "
                 f"metadata sidecar), so it is not replaced, even with overwrite=True "
@@ -294,8 +303,11 @@ def _as_text(s: pd.Series) -> pd.Series:
 
 
 def _ids_as_text(table: pd.DataFrame, fmt: str) -> pd.DataFrame:
-    """``customer_id`` as text in every format; in Excel, which stores every number as a
-    double, also every integer column with values beyond 2**53 (not exact as doubles)."""
+    """``customer_id`` as text in Parquet and Excel (a CSV is text already: integers are
+    written digit for digit); in Excel, which stores every number as a double, also every
+    integer column with values beyond 2**53 (not exact as doubles)."""
+    if fmt == "csv":
+        return table
     out = None
     for col in table.columns:
         s = table[col]
@@ -497,7 +509,7 @@ def _write(table, path: Path, fmt: str, meta: dict, meta_json: str, overwrite: b
             # CRLF (RFC 4180) line ends: then a cell holding a lone "\r" is quoted too;
             # with "\n" line ends it is not, and every reader splits the row there.
             safe.to_csv(tmp, index=False, lineterminator="\r\n")
-            text = _sidecar_text(meta)
+            text = _sidecar_text(meta, path.name)
             atomic_write(
                 sidecar, lambda t: t.write_text(text, encoding="utf-8"), overwrite=overwrite
             )
