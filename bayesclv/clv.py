@@ -77,7 +77,6 @@ from bayesclv.clv_engine import (
     SIM_BLOCK,
     SUMMARY_NAMES,
     WORK_ELEMENTS,
-    Engine,
     ParquetChunks,
     attrs_of,
     check_chunk,
@@ -85,6 +84,7 @@ from bayesclv.clv_engine import (
     chunks,
     imap,
     keys_in_order_of_appearance,
+    make_engine,
     parallel_map,
     schedule,
     seed_entropy,
@@ -202,7 +202,7 @@ def expected_clv(
     mean, which assumes spend is independent of the purchase process.
     """
     disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
-    eng = Engine(purchase_params, spend_params, rfm, disc, margin, n_jobs)
+    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs)
     kcode, rep, _ = eng.customer_keys()
     vals = np.empty((len(rep), eng.dp.n_draws))
     chunk = max(1, WORK_ELEMENTS // eng.dp.n_draws)
@@ -262,7 +262,7 @@ def simulate_clv(
     """
     disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
     entropy = seed_entropy(random_seed)
-    eng = Engine(purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=False)
+    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=False)
     out = eng.simulate(0, rfm.n_customers, entropy)[0].T
     return wrap(eng, out, "simulated_clv", attrs_of(eng, method="simulate", random_seed=entropy))
 
@@ -301,7 +301,7 @@ def new_customer_clv(
         segment_names=(str(segment),),
     )
     disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
-    eng = Engine(purchase_params, spend_params, rfm, disc, margin, 1)
+    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, 1)
     clv = eng.expected(np.arange(1), ("clv",))["clv"].T
     da = wrap(eng, clv, "new_customer_clv", attrs_of(eng, segment=str(segment)))
     return da.isel(customer=0, drop=True)
@@ -385,7 +385,7 @@ def score_customers(
     if method == "simulate":
         chunk_size = SIM_BLOCK * math.ceil(chunk_size / SIM_BLOCK)
         entropy = seed_entropy(random_seed)
-    eng = Engine(
+    eng = make_engine(
         purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=method == "expected"
     )
     N, S = eng.dp.n_draws, rfm.n_segments

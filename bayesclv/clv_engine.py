@@ -297,6 +297,10 @@ class Engine:
                       "clv": "expected CLV", "simulated": "simulated CLV"}
             self._fail(labels.get(name, name), d, np.asarray(idx)[r])
 
+    def purchases_of(self, idx, pa) -> np.ndarray:
+        """Expected purchases of customers ``idx`` given their P(alive) draws ``pa``."""
+        return pa * self.purchases_alive[self.v_code[idx]]
+
     def customer_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Customers with equal (segment, x, t_x, T, zbar) have equal expected-CLV draws.
 
@@ -427,6 +431,67 @@ def plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+class StackedEngine:
+    """The engine of a :class:`bayesclv.stacking.PurchaseStack`: one :class:`Engine` per
+    family on the draw positions the stack gives it (spend draws paired by position),
+    with results put back in draw order. Same interface as :class:`Engine`."""
+
+    def __init__(self, stack, spend_params, rfm, disc, margin, n_jobs, **kw):
+        from bayesclv.stacking import draw_subset
+
+        self.stack = stack
+        self.dp = DrawParams(stack.like, "purchase")
+        sp = DrawParams(spend_params, "spend")
+        if sp.n_draws != stack.n_draws:
+            raise ValueError(
+                f"the stack has {stack.n_draws} draws but the spend draws {sp.n_draws}; "
+                f"they must match draw by draw."
+            )
+        self.parts = [
+            (pos, Engine(sub, draw_subset(spend_params, pos), rfm, disc, margin, n_jobs, **kw))
+            for _, pos, sub in stack.components()
+        ]
+        self.rfm, self.disc, self.margin, self.n_jobs = rfm, disc, float(margin), n_jobs
+        self.model = "stack"
+        self.description = stack.describe()
+
+    def _assemble(self, pieces, n_rows) -> np.ndarray:
+        out = np.empty((n_rows, self.stack.n_draws))
+        for (pos, _), piece in zip(self.parts, pieces, strict=True):
+            out[:, pos] = piece
+        return out
+
+    def customer_keys(self):
+        return self.parts[0][1].customer_keys()
+
+    def expected(self, idx, need=("clv", "p_alive", "purchases")) -> dict[str, np.ndarray]:
+        res = [eng.expected(idx, need) for _, eng in self.parts]
+        return {k: self._assemble([r[k] for r in res], len(idx)) for k in need}
+
+    def purchases_of(self, idx, pa) -> np.ndarray:
+        pieces = [eng.purchases_of(idx, pa[:, pos]) for pos, eng in self.parts]
+        return self._assemble(pieces, len(idx))
+
+    def simulate(self, idx_start, idx_stop, entropy):
+        # each family simulates its own draws with its own stream (spawn key j)
+        res = [
+            eng.simulate(idx_start, idx_stop, int(np.random.SeedSequence(
+                entropy, spawn_key=(1_000_003, j)).generate_state(1, np.uint64)[0] >> 1))
+            for j, (_, eng) in enumerate(self.parts)
+        ]
+        n = idx_stop - idx_start
+        return (self._assemble([r[0] for r in res], n), self._assemble([r[1] for r in res], n))
+
+
+def make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs, **kw):
+    """An :class:`Engine`, or a :class:`StackedEngine` for a purchase stack."""
+    from bayesclv.stacking import PurchaseStack
+
+    if isinstance(purchase_params, PurchaseStack):
+        return StackedEngine(purchase_params, spend_params, rfm, disc, margin, n_jobs, **kw)
+    return Engine(purchase_params, spend_params, rfm, disc, margin, n_jobs, **kw)
+
+
 def seed_entropy(random_seed) -> int:
     if isinstance(random_seed, np.random.Generator):
         return int(random_seed.integers(2**63))
@@ -465,6 +530,7 @@ def attrs_of(eng: Engine, **extra) -> dict:
         steps=d.steps,
         margin=eng.margin,
         purchase_model=eng.model,
+        **({"stack": eng.description} if isinstance(eng, StackedEngine) else {}),
         **extra,
     )
 
@@ -479,7 +545,7 @@ def summarise(eng: Engine, idx, prob, kind, clv=None, pa=None, weights=None):
         res = eng.expected(idx, ("clv", "p_alive", "purchases"))
         clv, pa, purchases = res["clv"], res["p_alive"], res["purchases"]
     else:
-        purchases = pa * eng.purchases_alive[eng.v_code[idx]]
+        purchases = eng.purchases_of(idx, pa)
     summ = interval_arrays(clv, prob, kind)
     summ["p_alive"] = pa.mean(axis=1)
     summ["purchases"] = purchases.mean(axis=1)

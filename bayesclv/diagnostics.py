@@ -47,6 +47,7 @@ from bayesclv.predict import (
     expected_purchases,
     expected_spend,
 )
+from bayesclv.stacking import PurchaseStack, stacked
 from bayesclv.summary import interval_arrays
 
 __all__ = [
@@ -380,6 +381,24 @@ def _as_params(obj: xr.Dataset | az.InferenceData) -> xr.Dataset:
     return obj
 
 
+def _expected_purchases(params, rfm: RFMData, horizon: float) -> xr.DataArray:
+    """:func:`bayesclv.predict.expected_purchases` for draws or a purchase stack."""
+    if isinstance(params, PurchaseStack):
+        return stacked(expected_purchases, params, rfm, horizon)
+    return expected_purchases(params, rfm, horizon)
+
+
+def _draw_groups(params) -> tuple[int, list[tuple[DrawParams, np.ndarray]]]:
+    """The posterior's number of draws and its parts: ``(DrawParams, positions)`` per
+    family of a purchase stack, or the one family with every position."""
+    if isinstance(params, PurchaseStack):
+        return params.n_draws, [
+            (DrawParams(sub, "purchase"), pos) for _, pos, sub in params.components()
+        ]
+    dp = DrawParams(params, "purchase")
+    return dp.n_draws, [(dp, np.arange(dp.n_draws))]
+
+
 def _draw_subset(n_total: int, n_draws: int | None, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``n_draws`` flattened posterior draws for simulation.
 
@@ -546,6 +565,22 @@ def holdout_metrics(actual: Any, predicted: Any) -> dict[str, float]:
     }
 
 
+def randomized_pit(draws: np.ndarray, observed: np.ndarray, rng) -> np.ndarray:
+    """Randomized probability integral transform of each observation under its
+    predictive draws (Czado, Gneiting & Held 2009, Biometrics 65(4)).
+
+    ``draws`` is ``(n_draws, n)``, ``observed`` ``(n,)``. With the predictive CDF ``F``
+    estimated from the draws, ``u = F(y-) + V (F(y) - F(y-))``, ``V ~ Uniform(0, 1)``:
+    uniform on (0, 1) when the predictions are calibrated, also for discrete counts, whose
+    closed central intervals over-cover by construction (a count of 0 with 95% of the
+    mass at 0 lies inside every central interval). The share of ``u`` within
+    ``[0.5 - p/2, 0.5 + p/2]`` is then ``p``: that is the calibration check.
+    """
+    below = (draws < observed).mean(axis=0)
+    at_or_below = (draws <= observed).mean(axis=0)
+    return below + rng.random(observed.shape) * (at_or_below - below)
+
+
 @dataclass(frozen=True)
 class HoldoutEvaluation:
     """Everything :func:`holdout_evaluation` measures; ``to_dict()`` for JSON.
@@ -556,9 +591,13 @@ class HoldoutEvaluation:
         Rows ``purchases`` (and ``spend``), columns ``n, actual_total, predicted_total,
         MAE, RMSE, MSLE, BIAS``; point predictions are posterior means.
     coverage : DataFrame
-        Rows ``(quantity, prob)``: share of customers whose holdout value lies inside
-        their central ``prob`` posterior predictive interval, and the mean width. Counts
-        are discrete, so intervals (closed) cover at least ``prob`` when calibrated.
+        Rows ``(quantity, prob)``. ``pit_calibration`` is **the calibration check**: the
+        share of customers whose randomized PIT (:func:`randomized_pit`) lies in the
+        central ``prob`` band, which is ``prob`` for calibrated predictions. ``coverage``
+        is the share whose holdout value lies inside their central ``prob`` predictive
+        interval, with ``mean_width``: for discrete counts closed intervals cover at
+        least ``prob`` even when calibrated (far more on sparse data), so coverage is
+        not a calibration check.
     conditional : DataFrame
         By calibration frequency: customers, actual mean, predicted mean with interval.
     log_predictive_density : float
@@ -623,14 +662,14 @@ def conditional_expectations(
     n_bins = max_count + 1
     b = np.minimum(rfm.frequency, max_count)
     counts = np.bincount(b, minlength=n_bins)
-    dp = DrawParams(params, "purchase")
-    sums = np.zeros((dp.n_draws, n_bins))
-    chunk_size = max(1, min(int(chunk_size), int(5e6 // dp.n_draws)))
+    n_total, _ = _draw_groups(params)
+    sums = np.zeros((n_total, n_bins))
+    chunk_size = max(1, min(int(chunk_size), int(5e6 // n_total)))
     for sl in _chunks(rfm.n_customers, chunk_size):
         mask = np.zeros(rfm.n_customers, dtype=bool)
         mask[sl] = True
-        e = expected_purchases(params, rfm.subset(mask), rfm.holdout_length).values
-        e = e.reshape(dp.n_draws, -1)
+        e = _expected_purchases(params, rfm.subset(mask), rfm.holdout_length).values
+        e = e.reshape(n_total, -1)
         for k in range(n_bins):
             sel = b[sl] == k
             if sel.any():
@@ -705,10 +744,16 @@ def holdout_evaluation(
     probs = tuple(float(p) for p in probs)
     h = float(rfm.holdout_length)
     rng = np.random.default_rng(random_seed)
-    dp = DrawParams(params, "purchase")
-    model, fam = dp.model, dp.family
-    idx = _draw_subset(dp.n_draws, n_draws, rng)
-    cols = customer_columns(dp, rfm)
+    n_total, groups = _draw_groups(params)
+    model = params.describe() if isinstance(params, PurchaseStack) else groups[0][0].model
+    idx = _draw_subset(n_total, n_draws, rng)
+    # per family: its DrawParams, the (local) draws of the subsample it holds, customer columns
+    parts = []
+    for dp, pos in groups:
+        local = np.flatnonzero(np.isin(pos, idx))
+        local = np.repeat(local, [int((idx == pos[j]).sum()) for j in local])  # reused draws
+        if local.size:
+            parts.append((dp, local, customer_columns(dp, rfm)))
     sp = None
     if spend_params is not None:
         sp = DrawParams(spend_params, "spend")
@@ -716,10 +761,8 @@ def holdout_evaluation(
         sp_cols = customer_columns(sp, rfm)
 
     # --- point predictions (every draw), chunked over customers
-    chunk_pm = max(1, int(5e6 // max(dp.n_draws, 1)))
-    pred = _posterior_mean_chunked(
-        lambda r: expected_purchases(params, r, h), rfm, chunk_pm
-    )
+    chunk_pm = max(1, int(5e6 // max(n_total, 1)))
+    pred = _posterior_mean_chunked(lambda r: _expected_purchases(params, r, h), rfm, chunk_pm)
     actual = rfm.holdout_frequency.astype(float)
     metrics = {"purchases": holdout_metrics(actual, pred)}
     table = {"customer_id": rfm.customer_id, "actual_purchases": actual,
@@ -736,24 +779,29 @@ def holdout_evaluation(
     # --- simulation and log predictive density, chunked over customers
     inside = {(q, p): 0 for q in ("purchases", "spend") for p in probs}
     width = {k: 0.0 for k in inside}
+    pit_in = {(q, p): 0 for q in ("purchases", "spend") for p in probs}
     lpd = np.empty(rfm.n_customers)
+    pit = {"purchases": np.empty(rfm.n_customers), "spend": np.empty(rfm.n_customers)}
     # (draws x customers) per block; Pareto/NBD's quadrature multiplies it by 16 nodes
     chunk_size = max(1, min(int(chunk_size), int(1e6 // len(idx))))
     for sl in _chunks(rfm.n_customers, chunk_size):
         x = rfm.frequency[sl].astype(float)
         t_x, T = rfm.recency[sl], rfm.T[sl]
         y = rfm.holdout_frequency[sl]
-        th = {n: v[idx][:, cols[sl]] for n, v in dp.values.items()}  # (draws, chunk)
-        lpa = fam.log_p_alive(th, x, t_x, T)
-        latent = fam.latent_given_alive(th, x, T, rng)
-        log_alive_term = lpa + fam.window_log_pmf(latent, y, h)
-        with np.errstate(divide="ignore"):
-            log_dead = np.where(y == 0, np.log(-np.expm1(lpa)), -np.inf)
-        lpd[sl] = sps.logsumexp(np.logaddexp(log_alive_term, log_dead), axis=0) - np.log(
-            len(idx)
-        )
-        alive = rng.random(lpa.shape) < np.exp(lpa)
-        y_sim = np.where(alive, fam.simulate_window(latent, h, rng), 0)
+        terms, sims_y = [], []
+        for dp, local, cols in parts:
+            fam = dp.family
+            th = {n: v[local][:, cols[sl]] for n, v in dp.values.items()}  # (draws, chunk)
+            lpa = fam.log_p_alive(th, x, t_x, T)
+            latent = fam.latent_given_alive(th, x, T, rng)
+            log_alive_term = lpa + fam.window_log_pmf(latent, y, h)
+            with np.errstate(divide="ignore"):
+                log_dead = np.where(y == 0, np.log(-np.expm1(lpa)), -np.inf)
+            terms.append(np.logaddexp(log_alive_term, log_dead))
+            alive = rng.random(lpa.shape) < np.exp(lpa)
+            sims_y.append(np.where(alive, fam.simulate_window(latent, h, rng), 0))
+        lpd[sl] = sps.logsumexp(np.concatenate(terms), axis=0) - np.log(len(idx))
+        y_sim = np.concatenate(sims_y)
         sims = {"purchases": (y_sim, y)}
         if sp is not None:
             ths = {n: v[sp_idx][:, sp_cols[sl]] for n, v in sp.values.items()}
@@ -761,21 +809,28 @@ def holdout_evaluation(
             spend_sim = sp.family.sample_totals(ths, nu, y_sim, rng)
             sims["spend"] = (spend_sim, rfm.holdout_spend[sl])
         for q, (draws_, obs) in sims.items():
+            u = randomized_pit(draws_, obs, rng)
+            pit[q][sl] = u
             for p in probs:
                 iv = interval_arrays(draws_.T, p)
                 inside[(q, p)] += int(((iv["lower"] <= obs) & (obs <= iv["upper"])).sum())
                 width[(q, p)] += float((iv["upper"] - iv["lower"]).sum())
+                pit_in[(q, p)] += int((np.abs(u - 0.5) <= p / 2).sum())
     n = rfm.n_customers
     cov_rows = [
-        {"quantity": q, "prob": p, "coverage": inside[(q, p)] / n, "mean_width": width[(q, p)] / n}
+        {"quantity": q, "prob": p, "pit_calibration": pit_in[(q, p)] / n,
+         "coverage": inside[(q, p)] / n, "mean_width": width[(q, p)] / n}
         for q in ("purchases", "spend")
         if q == "purchases" or sp is not None
         for p in probs
     ]
     coverage = pd.DataFrame(
-        cov_rows, columns=["quantity", "prob", "coverage", "mean_width"]
+        cov_rows, columns=["quantity", "prob", "pit_calibration", "coverage", "mean_width"]
     ).set_index(["quantity", "prob"])
     table["log_predictive_density"] = lpd
+    table["pit_purchases"] = pit["purchases"]
+    if sp is not None:
+        table["pit_spend"] = pit["spend"]
     return HoldoutEvaluation(
         model=model,
         holdout_length=h,

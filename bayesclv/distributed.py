@@ -61,6 +61,7 @@ from bayesclv.clv_engine import (
     check_discount,
     chunks,
     factorize_rows,
+    make_engine,
     seed_entropy,
     summarise,
 )
@@ -251,7 +252,7 @@ def score_customers_dask(
         [purchase_params, spend_params, rfm], broadcast=True, hash=False
     )
     eng = client.submit(
-        Engine,
+        make_engine,
         pp,
         sp,
         rfm_f,

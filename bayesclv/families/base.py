@@ -208,6 +208,11 @@ class Family:
         """The customers this family models and their data columns."""
         raise NotImplementedError
 
+    def not_applicable(self, rfm) -> str | None:
+        """Why this family cannot model ``rfm`` (e.g. a column it needs is missing), or
+        ``None`` when it can. Used to pick the candidates of an automatic choice."""
+        return None
+
     def make_groups(self, seg, data, weight, n_segments: int) -> Groups:
         """Distinct rows grouped for :meth:`grouped_loglik` (override to precompute more)."""
         return make_groups(seg, data, weight, n_segments)
