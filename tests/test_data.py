@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
@@ -625,3 +626,80 @@ def test_round_times_moves_each_time_by_at_most_half_a_step_and_keeps_everyone()
     assert rows_after < 0.9 * len({*zip(x, recency, T, strict=True)})
     with pytest.raises(DataValidationError, match="step > 0"):
         round_times(rfm, 0.0)
+
+
+# --------------------------------------------------------------------------- issue 19
+@pytest.mark.parametrize(
+    ("ids", "n"),
+    [
+        (["0", "-0", "1"], 3),  # merged into two customers before
+        (["01", "1", "2"], 3),
+        (["0", "1", "-5", "123456789012345678"], 4),  # canonical: read as integers
+    ],
+    ids=["0 and -0", "01 and 1", "canonical"],
+)
+def test_csv_ids_stay_text_when_integers_would_merge_them(tmp_path, ids, n):
+    path = tmp_path / "orders.csv"
+    pd.DataFrame(
+        {"cust": ids, "when": "2024-01-01", "amount": 10.0}
+    ).to_csv(path, index=False)
+    clean, report = validate_transactions(path, customer_col="cust", date_col="when",
+                                          amount_col="amount")  # fmt: skip
+    assert report.customers_in == n == clean["customer_id"].nunique()
+    rfm = rfm_summary(path, customer_col="cust", date_col="when", amount_col="amount")
+    assert rfm.n_customers == n
+    if n == 4:  # all canonical: integers, which print back to the same text
+        assert rfm.customer_id.dtype.kind == "i"
+        assert sorted(map(str, rfm.customer_id)) == sorted(ids)
+    else:
+        assert sorted(rfm.customer_id) == sorted(ids)
+
+
+def _dated(dates):
+    return pd.DataFrame({"cust": range(len(dates)), "when": dates, "amount": 1.0})
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ["03/04/2024", "05/06/2024", "01/02/2024"],
+        ["03.04.2024 10:00", "11.12.2024 09:30"],
+        ["03/04/24", "05/06/24"],
+    ],
+    ids=["slash", "dot-with-time", "two-digit-year"],
+)
+def test_dates_that_read_both_day_and_month_first_are_refused_naming_the_fix(dates):
+    """A day-first file whose days are all <= 12 was read month first, silently."""
+    with pytest.raises(DataValidationError) as exc:
+        validate_transactions(_dated(dates), customer_col="cust", date_col="when",
+                              amount_col="amount")  # fmt: skip
+    msg = str(exc.value)
+    assert "'when'" in msg and "ambiguous" in msg
+    assert "date_format=" in msg and "--date-format" in msg
+    assert "read month first" in msg and "read day first" in msg
+
+
+def test_an_ambiguous_date_format_given_is_obeyed():
+    dates = ["03/04/2024", "05/06/2024"]
+    for fmt, first in (("%d/%m/%Y", "2024-04-03"), ("%m/%d/%Y", "2024-03-04")):
+        clean, _ = validate_transactions(_dated(dates), customer_col="cust", date_col="when",
+                                         amount_col="amount", date_format=fmt)  # fmt: skip
+        assert str(clean["date"].min().date()) == first
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ["2024-03-04", "2024-05-06"],  # ISO 8601: year first, never day first
+        ["03/03/2024", "05/05/2024"],  # day == month: both readings agree
+        ["13/04/2024", "05/06/2024"],  # a day > 12: only day first reads
+        ["Mar 3 2024", "May 5 2024"],  # month names
+    ],
+    ids=["iso", "day-equals-month", "day-over-12", "month-names"],
+)
+def test_unambiguous_dates_are_not_refused(dates):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pandas' day-first inference note
+        clean, _ = validate_transactions(_dated(dates), customer_col="cust", date_col="when",
+                                         amount_col="amount")  # fmt: skip
+    assert len(clean) == len(dates)
