@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from bayesclv.errors import ModelSpecificationError
 from bayesclv.families.base import Family, PurchaseFamily, SpendFamily
+from bayesclv.families.bgbb import BGBB
 from bayesclv.families.bgnbd import BGNBD, MBGNBD
+from bayesclv.families.cnbd import BGCNBD, MBGCNBD
 from bayesclv.families.gamma_gamma import GAMMA_GAMMA
 from bayesclv.families.pareto_nbd import PARETO_NBD
+from bayesclv.families.sbg import BDW, SBG
 
 __all__ = [
     "FAMILIES",
@@ -30,8 +33,13 @@ FAMILIES: dict[str, Family] = {
     for f in (
         BGNBD,
         MBGNBD,
+        BGCNBD,
+        MBGCNBD,
         PARETO_NBD,
         GAMMA_GAMMA,
+        BGBB,
+        SBG,
+        BDW,
     )
 }
 

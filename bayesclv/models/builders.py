@@ -39,7 +39,8 @@ __all__ = ["build_model", "build_bgnbd", "build_mbgnbd", "build_pareto_nbd", "bu
 def _build(kind, rfm: RFMData, priors, pooling: str, parameterization: str) -> pm.Model:
     """The one builder: any family, any pooling (``kind`` is a family or its name)."""
     fam = get_family(kind)
-    check_options(rfm, pooling, parameterization)
+    # a family whose data are not an RFMData (contractual: ContractData) checks its own
+    getattr(fam, "check_options", check_options)(rfm, pooling, parameterization)
     prior_cls = fam.priors_class
     priors = prior_cls() if priors is None else priors
     if not isinstance(priors, prior_cls):
