@@ -174,6 +174,7 @@ class SimulatedCustomers:
             holdout_frequency=self.holdout_frequency if holdout else None,
             holdout_spend=hold_spend if holdout else None,
             holdout_length=self.holdout_length if holdout else None,
+            litt=self.truth["litt"].to_numpy() if "litt" in self.truth else None,
             meta={
                 "truth": self.truth,
                 "simulation": {
