@@ -13,7 +13,6 @@ from bayesclv.families.base import Family, PurchaseFamily, SpendFamily
 from bayesclv.families.bgbb import BGBB
 from bayesclv.families.bgnbd import BGNBD, MBGNBD
 from bayesclv.families.cnbd import BGCNBD, MBGCNBD
-from bayesclv.families.cnbd import BGCNBD, MBGCNBD
 from bayesclv.families.gamma_gamma import GAMMA_GAMMA
 from bayesclv.families.pareto_nbd import PARETO_NBD
 from bayesclv.families.sbg import BDW, SBG
@@ -34,8 +33,6 @@ FAMILIES: dict[str, Family] = {
     for f in (
         BGNBD,
         MBGNBD,
-        BGCNBD,
-        MBGCNBD,
         BGCNBD,
         MBGCNBD,
         PARETO_NBD,
