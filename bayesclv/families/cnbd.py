@@ -107,7 +107,8 @@ _TAIL_EFOLDS = 36.0
 _BATCH_ENTRIES = 1 << 20
 #: Longest window :func:`erlang_phi` sums (beyond it the value is refused, not guessed).
 _MAX_WINDOW = 1 << 24
-#: Below this start of the window, ``C`` is accumulated from 0 instead of a closed form.
+#: Windows starting beyond this many purchases get ``C`` at their start from chunked
+#: running sums (:func:`_cum_survival`) instead of from the window's own arrays.
 _CLOSED_FORM_FROM = 1 << 16
 
 
@@ -249,26 +250,27 @@ def _log_w(T, t_x, alpha) -> np.ndarray:
         return np.log(np.asarray(T, dtype=np.float64) - t_x) - np.log(alpha + T)
 
 
-def _cum_survival_closed(a, b_eff, N) -> np.ndarray:
-    """``C(N) = sum_{i<N} B(a, b'+i) / B(a, b')`` in closed form, for large ``N``.
+def _cum_survival(a, b_eff, N) -> tuple[np.ndarray, np.ndarray]:
+    """``C(N) = sum_{i<N} c_i`` and ``log c_N``, ``c_i = B(a, b'+i) / B(a, b') = prod_{l<i}
+    (b'+l) / (a+b'+l)``, by running sums in chunks of ``2^16`` terms.
 
-    From ``B(x, y) = B(x+1, y) + B(x, y+1)``: ``C(N) = [(a+b'-1)(1 - c_N) - N c_N] / (a-1)``
-    with ``c_N = B(a, b'+N) / B(a, b')``; for ``|a - 1| < 1e-3`` it is interpolated
-    linearly between ``a = 1 -+ 1e-3`` (``C`` is smooth in ``a``; error ~1e-7).
+    Used where the summation window of :func:`erlang_phi` starts far from 0. The closed
+    form ``[(a+b'-1)(1 - c_N) - N c_N] / (a-1)`` (from ``B(x, y) = B(x+1, y) + B(x, y+1)``)
+    is not used: it cancels as ``a -> 1`` and ``betaln``'s rounding (~1e-9 at ``b'+N ~
+    1e5``) is amplified to ~1e-8 relative there, against ~1e-13 for the sums.
     """
-
-    def generic(a_):
-        log_c = sps.betaln(a_, b_eff + N) - sps.betaln(a_, b_eff)
-        return ((a_ + b_eff - 1.0) * -np.expm1(log_c) - N * np.exp(log_c)) / (a_ - 1.0)
-
-    d = 1e-3
-    near = np.abs(a - 1.0) < d
-    out = generic(np.where(near, 1.0 + d, a))
-    if near.any():
-        lo = generic(np.full(near.sum(), 1.0 - d))
-        hi = out[near]
-        out[near] = lo + (hi - lo) * (a[near] - (1.0 - d)) / (2 * d)
-    return out
+    C = np.zeros(np.shape(N))
+    log_c = np.zeros(np.shape(N))
+    chunk = 1 << 16
+    for i0 in range(0, int(np.max(N)), chunk):
+        i = i0 + np.arange(chunk)[None, :]
+        used = i < N[:, None]
+        step = np.where(used, np.log1p(-a[:, None] / (a[:, None] + b_eff[:, None] + i)), 0.0)
+        cum = log_c[:, None] + np.cumsum(step, axis=1)  # log c_{i+1}
+        before = np.concatenate([log_c[:, None], cum[:, :-1]], axis=1)  # log c_i
+        C = C + np.sum(np.where(used, np.exp(before), 0.0), axis=1)
+        log_c = cum[:, -1]
+    return C, log_c
 
 
 def erlang_phi(n, A, a, b_eff, log_w, t, k: int) -> np.ndarray:
@@ -284,8 +286,9 @@ def erlang_phi(n, A, a, b_eff, log_w, t, k: int) -> np.ndarray:
     The sum runs over the window of ``v`` that leaves out 8 standard deviations below
     and 8 above plus 36 e-folds of the geometric tail ``q^v`` (what a small ``n``
     leaves); the probability inside is normalised to 1 (it is 1 up to the rounding of
-    the start values) after a check that it is 1 to 1e-6, else :class:`NumericalError`. ``C`` is accumulated term by term from 0 (from its closed
-    form when the window starts beyond ``2^16 k``). Exact up to rounding; the cost is
+    the start values) after a check that it is 1 to 1e-6, else :class:`NumericalError`.
+    ``C`` is accumulated term by term (:func:`_cum_survival` up to the window's start
+    when it starts beyond ``2^16 k``). Exact up to rounding; the cost is
     the window, about ``16 sd + 36 / (1 - q)`` terms (tens for a holdout year, thousands
     for long CLV horizons; windows over ``2^24`` terms are refused, not approximated).
     """
@@ -322,8 +325,7 @@ def erlang_phi(n, A, a, b_eff, log_w, t, k: int) -> np.ndarray:
     c_start = np.zeros(n.shape)
     log_c0 = np.zeros(n.shape)
     if cf.any():
-        c_start[cf] = _cum_survival_closed(a[cf], b_eff[cf], k_lo[cf])
-        log_c0[cf] = sps.betaln(a[cf], b_eff[cf] + k_lo[cf]) - sps.betaln(a[cf], b_eff[cf])
+        c_start[cf], log_c0[cf] = _cum_survival(a[cf], b_eff[cf], k_lo[cf])
     span_k = np.floor(hi / k) - k_lo + 1.0  # C is needed at kappa in [k_lo, hi // k]
     cost = np.maximum(width, span_k)
     order = np.argsort(cost, kind="stable")
@@ -587,7 +589,8 @@ class CNBDFamily(PurchaseFamily):
                 np.stack([stats.poisson.logpmf(base + i, mu) for i in range(k)]), axis=0
             )
             above = stats.poisson.logsf(base + k - 1, mu)
-            pos = (y1 - 1) * np.log1p(-p) + np.logaddexp(at_y, np.log(p) + above)
+            # xlog1py: 0 log(1 - p) = 0 also where a Beta draw rounded p to 1
+            pos = sps.xlog1py(y1 - 1, -p) + np.logaddexp(at_y, np.log(p) + above)
             zero = stats.poisson.logcdf(k - 1 - J, mu)
             return np.where(y > 0, pos, zero)
 
