@@ -89,8 +89,8 @@ _CHUNK = 512
 _NEGLIGIBLE = 38.0
 #: Most terms summed one by one when the tail cannot be integrated (c alpha <= 1).
 _MAX_TERMS = 2_000_000
-_Y, _WY = np.polynomial.legendre.leggauss(48)
-_Y, _WY = (_Y + 1.0) / 2.0, _WY / 2.0  # Gauss-Legendre on (0, 1)
+#: Gauss-Jacobi nodes of the tail integral.
+_NODES = 48
 
 
 # --------------------------------------------------------------------------- data
@@ -386,7 +386,7 @@ class BdWParams:
 
 # --------------------------------------------------------------------------- likelihood
 def _tc(t, c):
-    """``t^c`` for whole ``t >= 0`` (NumPy data) and ``c`` (NumPy or PyTensor); 0 at
+    """``t^c`` for data ``t >= 0`` (NumPy) and ``c`` (NumPy or PyTensor); 0 at
     ``t = 0`` through a mask, so the gradient in ``c`` (``t^c log t``) stays finite."""
     t = np.asarray(t, dtype=np.float64)
     if c is None:
@@ -396,40 +396,78 @@ def _tc(t, c):
     return m.where(pos, m.exp(c * np.log(np.where(pos, t, 1.0))), 0.0)
 
 
+#: Above this argument log-gamma differences use Stirling's series (see _log_gamma_ratio).
+_STIRLING_FROM = 20.0
+
+
+def _log_gamma_ratio(y, a):
+    """``lgamma(y) - lgamma(y + a)`` for ``y, a > 0`` (NumPy or PyTensor).
+
+    ``log S(t) = L(beta + t^c) - L(beta)`` with this ``L`` (``B(alpha, b) = Gamma(alpha)
+    Gamma(b) / Gamma(alpha + b)``): ``L`` is of the size ``alpha log y`` while each
+    ``lgamma`` is of the size ``y log y``, so the plain difference, and PyTensor's
+    ``betaln`` (a sum of three ``gammaln``), lose ``eps y log y`` absolutely: all the
+    digits of a churn probability ``1 - S(t)/S(t-1)`` of 1e-9 when ``beta`` is 1e6. For
+    ``y >= 20`` Stirling's series is differenced term by term instead:
+    ``-(y - 1/2) log1p(a/y) - a (log(y + a) - 1) - R(y + a) + R(y)``, ``R(x) = 1/(12x) -
+    1/(360x^3) + 1/(1260x^5) - 1/(1680x^7)`` (Abramowitz & Stegun 6.1.40; truncation
+    error below 2e-15 at ``x = 20``).
+    """
+    m = ops_for(y, a)
+    big = y >= _STIRLING_FROM
+    ys = m.maximum(y, _STIRLING_FROM)  # each branch on values where it is finite
+    yd = m.minimum(y, _STIRLING_FROM)
+
+    def R(x):
+        x2 = x * x
+        return (1.0 / 12.0 - (1.0 / 360.0 - (1.0 / 1260.0 - 1.0 / (1680.0 * x2)) / x2) / x2) / x
+
+    stirling = -(ys - 0.5) * m.log1p(a / ys) - a * (m.log(ys + a) - 1.0) - R(ys + a) + R(ys)
+    return m.where(big, stirling, m.gammaln(yd) - m.gammaln(yd + a))
+
+
 def bdw_log_survival(alpha, beta, c, t):
-    """``log S(t) = log B(alpha, beta + t^c) - log B(alpha, beta)`` (``c=None``: sBG)."""
-    m = ops_for(alpha, beta, c)
-    return m.betaln(alpha, beta + _tc(t, c)) - m.betaln(alpha, beta)
+    """``log S(t) = log B(alpha, beta + t^c) - log B(alpha, beta)`` (``c=None``: sBG),
+    as ``L(beta + t^c) - L(beta)`` (:func:`_log_gamma_ratio`)."""
+    return _log_gamma_ratio(beta + _tc(t, c), alpha) - _log_gamma_ratio(beta, alpha)
 
 
 def sbg_logp(alpha, beta, tenure, churned):
     """Per-subscriber sBG log-likelihood (Fader & Hardie 2007, eqs. 3 and 5).
 
-    Churners: ``log P(T = t) = log B(alpha+1, beta+t-1) - log B(alpha, beta)``; active
-    subscribers: ``log S(t)``. ``tenure`` and ``churned`` are NumPy data (the churn
-    branch is computed on a safe tenure >= 1 everywhere and masked).
+    Churners: ``log P(T = t) = log B(alpha+1, beta+t-1) - log B(alpha, beta) = log alpha -
+    log(alpha+beta+t-1) + L(beta+t-1) - L(beta)``; active subscribers: ``log S(t)``.
+    ``tenure`` and ``churned`` are NumPy data (the churn branch is computed on a safe
+    tenure >= 1 everywhere and masked).
     """
     m = ops_for(alpha, beta)
     t = np.asarray(tenure, dtype=np.float64)
     gone = np.asarray(churned, dtype=bool)
     t_churn = np.where(gone, t, 1.0)
-    log_pmf = m.betaln(alpha + 1.0, beta + t_churn - 1.0) - m.betaln(alpha, beta)
+    log_pmf = (
+        m.log(alpha) - m.log(alpha + beta + t_churn - 1.0)
+        + _log_gamma_ratio(beta + t_churn - 1.0, alpha) - _log_gamma_ratio(beta, alpha)
+    )
     return m.where(gone, log_pmf, bdw_log_survival(alpha, beta, None, t))
 
 
 def bdw_logp(alpha, beta, c, tenure, churned):
     """Per-subscriber BdW log-likelihood (Fader et al. 2018).
 
-    Churners: ``log(S(t-1) - S(t)) = log S(t-1) + log(-expm1(log S(t) - log S(t-1)))``
-    (no cancellation when the two are close); active subscribers: ``log S(t)``.
+    Churners: ``log(S(t-1) - S(t)) = log S(t-1) + log(-expm1(D))`` with ``D = log S(t) -
+    log S(t-1) = L(b + dt) - L(b)``, ``b = beta + (t-1)^c``, ``dt = t^c - (t-1)^c``
+    (:func:`_log_gamma_ratio`: ``D`` keeps its digits when it is tiny); active
+    subscribers: ``log S(t)``.
     """
     m = ops_for(alpha, beta, c)
     t = np.asarray(tenure, dtype=np.float64)
     gone = np.asarray(churned, dtype=bool)
     t_churn = np.where(gone, t, 1.0)
-    log_prev = bdw_log_survival(alpha, beta, c, t_churn - 1.0)
-    log_at = bdw_log_survival(alpha, beta, c, t_churn)
-    log_pmf = log_prev + m.log(-m.expm1(log_at - log_prev))
+    prev_c, at_c = _tc(t_churn - 1.0, c), _tc(t_churn, c)
+    b = beta + prev_c
+    step = _log_gamma_ratio(b + (at_c - prev_c), alpha) - _log_gamma_ratio(b, alpha)
+    log_prev = _log_gamma_ratio(b, alpha) - _log_gamma_ratio(beta, alpha)
+    log_pmf = log_prev + m.log(-m.expm1(step))
     return m.where(gone, log_pmf, bdw_log_survival(alpha, beta, c, t))
 
 
@@ -496,12 +534,11 @@ class ContractualFamily(Family):
 
         With ``d = 0`` and no horizon this is the expected residual lifetime (infinite
         where ``c alpha <= 1``); with ``d > 0`` it is DERL (Fader & Hardie 2010, eq. 6).
-        Evaluation: the first ``_HEAD`` terms exactly (``betaln``), then, where more
-        are needed, the rest as ``int_{K+1/2}^inf g(u) du + g'(K+1/2)/24`` (midpoint
-        Euler-Maclaurin) with ``u = (K+1/2) y^(-1/(q-1))``, ``q = c alpha``, and 48
-        Gauss-Legendre nodes in ``y``: the map turns the ``u^-q`` decay of ``S`` into a
-        nearly constant integrand. Where ``q <= 1`` and ``d > 0`` the series is summed
-        term by term until the discounted terms are below ``e^-38`` of the first.
+        Evaluation: the first ``_HEAD`` terms exactly, then, where more are needed and
+        ``c alpha > 1``, the rest by the family's ``_tail`` (an integral, see
+        :meth:`BetaDiscreteWeibullFamily._tail`); where ``c alpha <= 1`` and ``d > 0``
+        the series is summed term by term until the discounted terms are below
+        ``e^-38`` of the first.
         """
         d = float(discount_rate)
         if not (math.isfinite(d) and d >= 0):
@@ -509,35 +546,39 @@ class ContractualFamily(Family):
         log_z = -math.log1p(d)
         n = np.asarray(tenure, dtype=np.float64)
         shape = np.broadcast_shapes(n.shape, *(np.shape(v) for v in th.values()))
-        n = np.broadcast_to(n, shape)
-        th = {k: np.broadcast_to(v, shape) for k, v in th.items()}
+        # flat copies: masks below are 1-D whatever the shape of the inputs
+        n = np.broadcast_to(n, shape).ravel()
+        th = {k: np.broadcast_to(v, shape).ravel() for k, v in th.items()}
         q = self._tail_exponent(th)
         log_s0 = self.log_survival(th, n)
 
-        def g(k, sel):
-            """Discounted terms at ``k`` (trailing axis) for the elements ``sel``."""
+        def log_g(k, sel):
+            """log of the discounted terms at ``k`` (trailing axis) for elements ``sel``."""
             sub = {key: v[sel][..., None] for key, v in th.items()}
             ls = self.log_survival(sub, n[sel][..., None] + k)
-            return np.exp(ls - log_s0[sel][..., None] + (k - 1.0) * log_z)
+            with np.errstate(invalid="ignore"):
+                return ls - log_s0[sel][..., None] + (k - 1.0) * log_z
 
         def head(k0, k1, sel):
             total = np.zeros(int(np.count_nonzero(sel)))
             for a in range(k0, k1, _CHUNK):
-                total += g(np.arange(a, min(a + _CHUNK, k1), dtype=np.float64), sel).sum(-1)
+                ks = np.arange(a, min(a + _CHUNK, k1), dtype=np.float64)
+                total += np.exp(log_g(ks, sel)).sum(-1)
             return total
 
-        everything = np.ones(shape, dtype=bool)
+        everything = np.ones(n.shape, dtype=bool)
         if horizon is not None:
             K = int(np.floor(float(horizon) + 1e-9))
             return head(1, K + 1, everything).reshape(shape) if K > 0 else np.zeros(shape)
         need = math.inf if d == 0 else math.ceil(_NEGLIGIBLE / -log_z) + 1
         K = int(min(need, _HEAD))
-        out = head(1, K + 1, everything).reshape(shape)
+        out = head(1, K + 1, everything)
         if need <= K:
-            return out
+            return out.reshape(shape)
         integrable = q > 1.0
         if integrable.any():
-            out[integrable] += self._tail(g, K, q[integrable], integrable)
+            sel = integrable
+            out[sel] += self._tail(log_g, K, {k: v[sel] for k, v in th.items()}, n[sel], sel)
         rest = ~integrable
         if rest.any():
             if d == 0:
@@ -550,20 +591,11 @@ class ContractualFamily(Family):
                 )
             else:
                 out[rest] += head(K + 1, int(need) + 1, rest)
-        return out
+        return out.reshape(shape)
 
-    @staticmethod
-    def _tail(g, K: int, q: np.ndarray, sel: np.ndarray) -> np.ndarray:
-        u0 = K + 0.5
-        p = 1.0 / (q - 1.0)
-        log_u = math.log(u0) - p[:, None] * np.log(_Y)  # (m, nodes)
-        with np.errstate(over="ignore", invalid="ignore"):
-            u = np.exp(log_u)
-            jac = u0 * p[:, None] * np.exp(-(1.0 + p[:, None]) * np.log(_Y))
-            vals = np.where(np.isfinite(u), g(u, sel) * jac, 0.0)
-        vals = np.nan_to_num(vals, nan=0.0, posinf=0.0)
-        edge = g(np.array([K + 1.0]), sel)[:, 0] - g(np.array([float(K)]), sel)[:, 0]
-        return (vals * _WY).sum(-1) + edge / 24.0
+    def _tail(self, log_g, K: int, th, n, sel) -> np.ndarray:
+        """``sum_{k>K}`` of the terms ``exp(log_g(k, sel))``, for ``c alpha > 1``."""
+        raise NotImplementedError
 
     def _tail_exponent(self, th) -> np.ndarray:
         raise NotImplementedError
@@ -602,14 +634,64 @@ class BetaDiscreteWeibullFamily(ContractualFamily):
     def log_survival(self, th, t) -> np.ndarray:
         """``log S(t)`` for real ``t >= 0`` (the analytic continuation of ``(1-theta)^(t^c)``)."""
         t = np.asarray(t, dtype=np.float64)
-        c = th["c"] if self.weibull else 1.0
-        with np.errstate(divide="ignore"):
-            tc = np.where(t > 0, np.exp(c * np.log(np.where(t > 0, t, 1.0))), 0.0)
-        return sps.betaln(th["alpha"], th["beta"] + tc) - sps.betaln(th["alpha"], th["beta"])
+        c = th["c"] if self.weibull else None
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return bdw_log_survival(th["alpha"], th["beta"], c, t)
 
     def _tail_exponent(self, th) -> np.ndarray:
         c = th["c"] if self.weibull else 1.0
         return np.asarray(c * th["alpha"], dtype=np.float64)
+
+    def _tail(self, log_g, K: int, th, n, sel) -> np.ndarray:
+        """``sum_{k>K} g(k) = int_{K+1/2}^inf g(u) du + g'(K+1/2)/24`` up to the third
+        derivative (midpoint Euler-Maclaurin), ``g(u) = S(n+u)/S(n) (1+d)^-(u-1)``, for
+        ``q = c alpha > 1``.
+
+        With ``b = beta + (n+u)^c`` and ``s = b_0 / b`` (``b_0`` at ``u = K + 1/2``) the
+        integral is ``int_0^1 s^e h(s) ds`` with ``e = alpha - 1/c - 1 > -1`` and
+        ``h = g(u) (1/c) w^(1/c-1) b_0 s^(-2-e)``, ``w = b - beta``: since ``B(alpha, b)
+        b^alpha`` is a smooth function of ``1/b`` (Gamma-ratio expansion), ``h`` is
+        smooth on ``[0, 1]`` and 48 Gauss-Jacobi nodes for the weight ``s^e`` integrate
+        it to near machine precision (checked against 10^7-term sums in the tests).
+        Elements whose tail is below 1e-17 of their first term are skipped; ``e`` is
+        capped at 400 for the nodes (the rest of ``s^e`` stays in ``h``).
+        """
+        a, b = th["alpha"], th["beta"]
+        c = th["c"] if self.weibull else np.ones_like(a)
+        u0 = K + 0.5
+        out = np.zeros(a.shape)
+        # rough size of the tail, g(K) K / (q - 1), against the first term
+        size = np.exp(log_g(np.array([float(K)]), sel)[:, 0]) * u0 / (c * a - 1.0)
+        first = np.exp(log_g(np.array([1.0]), sel)[:, 0])
+        keep = np.flatnonzero(size > 1e-17 * first)
+        if keep.size == 0:
+            return out
+        sub = np.zeros(sel.shape, dtype=bool)
+        sub[np.flatnonzero(sel)[keep]] = True
+        a, b, c, nn = a[keep], b[keep], c[keep], n[keep]
+        e = a - 1.0 / c - 1.0
+        e_node = np.minimum(e, 400.0)
+        X = np.empty((keep.size, _NODES))
+        log_w = np.empty((keep.size, _NODES))
+        uniq, inv = np.unique(e_node, return_inverse=True)
+        for j, ej in enumerate(uniq):
+            x, w = sps.roots_jacobi(_NODES, 0.0, ej)
+            X[inv == j] = (1.0 + x) / 2.0
+            # normalised to sum to int_0^1 s^e ds = 1/(e+1) (no overflow for a large e)
+            log_w[inv == j] = np.log(w / w.sum()) - math.log1p(ej)
+        b0 = (b + np.exp(c * np.log(nn + u0)))[:, None]
+        wv = b0 / X - b[:, None]
+        cc = c[:, None]
+        with np.errstate(over="ignore"):
+            u = np.exp(np.log(wv) / cc) - nn[:, None]
+            log_h = (log_g(u, sub) - np.log(cc) + (1.0 / cc - 1.0) * np.log(wv) + np.log(b0)
+                     - (2.0 + e_node[:, None]) * np.log(X))  # fmt: skip
+        vals = np.exp(np.where(np.isfinite(u), log_h + log_w, -np.inf)).sum(-1)
+        edge = np.exp(log_g(np.array([K + 1.0]), sub)[:, 0]) - np.exp(
+            log_g(np.array([float(K)]), sub)[:, 0]
+        )
+        out[keep] = vals + edge / 24.0
+        return out
 
     def simulate_lifetimes(self, pop, rng) -> dict[str, np.ndarray]:
         """``theta ~ Beta(alpha, beta)``; with ``E = log U / log(1 - theta) ~ Exp(-log(1-theta))``,
