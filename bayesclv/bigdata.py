@@ -8,7 +8,7 @@ Memory then grows with the number of *customers* (a few arrays of one value each
 with the number of transactions.
 
 The result is identical to the pandas path, bit for bit: ids, segments, frequency,
-recency, T, monetary_value, first purchase value, holdout columns, and the cleaning
+recency, T, monetary_value, first purchase value, holdout columns, ``litt``, and the cleaning
 report (rows and customers removed, and why). One detail makes that work: a sum of
 floating-point amounts depends on the order of the additions, and the pandas path adds
 each customer's amounts in row order (``numpy.bincount``). A parallel SQL ``SUM`` adds in
@@ -573,6 +573,8 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
     )
 
     step("spend pass")
+    litt = _stream_litt(con, uids, cal_day, merge_period, unit, batch_rows)[in_summary]
+    step("litt pass")
     sel = in_summary
     frequency = n_occ[sel] - 1
     ids = uids[sel]
@@ -633,6 +635,7 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
         time_unit=time_unit,
         first_purchase_value=first_spend[sel] if first_purchase_value else None,
         calibration_end=pd.Timestamp(cal_end),
+        litt=litt,
         meta=meta,
         **holdout,
     )
@@ -659,6 +662,36 @@ def _id_coder(uids: np.ndarray):
             return lambda b: table[(np.asarray(b, dtype=np.int64) - lo).astype(np.intp)]
     index = pd.Index(uids)
     return lambda b: index.get_indexer(b)
+
+
+def _stream_litt(con, uids, cal_day, merge_period, unit, batch_rows):
+    """Sum of the log gaps between calibration occasions per customer (``RFMData.litt``).
+
+    The occasions come sorted by customer and day, in batches; each log gap is added in
+    turn (``numpy.add.at``), as ``numpy.bincount`` adds them in the pandas path, so the
+    sums are bit-identical to it. A gap across two batches is carried over.
+    """
+    litt = np.zeros(len(uids))
+    code_of = _id_coder(uids)
+    period = _period_sql("day", merge_period)
+    reader = con.sql(
+        f"""
+        SELECT cid, min(day) AS occ_day FROM rows
+        WHERE reason = 0 AND day <= {cal_day}
+        GROUP BY cid, {period} ORDER BY cid, occ_day
+        """
+    ).to_arrow_reader(batch_rows)
+    prev_code, prev_day = np.array([-1]), np.array([0])
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        code = np.concatenate([prev_code, code_of(batch.column(0).to_numpy(zero_copy_only=False))])
+        day = np.concatenate([prev_day, batch.column(1).to_numpy().astype(np.int64)])
+        same = code[1:] == code[:-1]
+        gaps = (day[1:][same] - day[:-1][same]) / unit
+        np.add.at(litt, code[1:][same], np.log(gaps))
+        prev_code, prev_day = code[-1:], day[-1:]
+    return litt
 
 
 def _stream_sums(con, uids, first_day, cal_day, merge_period, dropped, batch_rows):

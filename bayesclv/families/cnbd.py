@@ -462,9 +462,9 @@ class CNBDFamily(PurchaseFamily):
         if rfm.litt is None:
             raise ModelSpecificationError(
                 f"{self.label} needs each customer's sum of log inter-purchase times "
-                f"(RFMData.litt), and this summary has none. bayesclv.rfm_summary computes "
-                f"it from the transactions; RFMData.from_frame reads a 'litt' column; "
-                f"bayesclv.bigdata.rfm_summary_parquet does not compute it yet."
+                f"(RFMData.litt), and this summary has none. bayesclv.rfm_summary and "
+                f"bayesclv.bigdata.rfm_summary_parquet compute it from the transactions; "
+                f"RFMData.from_frame reads a 'litt' column."
             )
         mask = np.ones(rfm.n_customers, dtype=bool)
         return ModelRows(
