@@ -424,6 +424,12 @@ class CNBDFamily(PurchaseFamily):
         """The same family with ``k`` fixed: what :func:`bayesclv.models.build_model` needs."""
         return CNBDFamily(modified=self.modified, k=k)
 
+    def from_draws(self, values: Mapping) -> CNBDFamily:
+        """The family with the ``k`` of parameter draws (``values["k"]``, e.g. a
+        posterior): what a consumer holding a fit and the registry entry needs to map
+        unconstrained draws (``bayesclv.fit.population_params``)."""
+        return self.with_k(_whole_k(np.asarray(values["k"])))
+
     def for_data(self, rfm, *, max_k: int = 12) -> CNBDFamily:
         """The family with the maximum-likelihood ``k`` on ``rfm`` (:func:`choose_k`)."""
         return self.with_k(choose_k(rfm, self, max_k=max_k))
@@ -441,7 +447,8 @@ class CNBDFamily(PurchaseFamily):
 
     def to_natural(self, **theta) -> dict:
         """BG/NBD's map, plus the constant ``k`` (a ``Deterministic`` in the model)."""
-        k = float(self._need_k("building a model"))
+        k = float(self._need_k("the map from the sampled parameters (building a model, "
+                               "a new segment's population draws)"))
         nat = bgnbd_natural(**theta)
         r = nat["r"]
         m = ops_for(r)
