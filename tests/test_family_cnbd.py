@@ -353,6 +353,8 @@ def test_k_is_chosen_by_profile_likelihood_on_simulated_data():
         table = prof.table()
         assert table.loc[3, "log_likelihood"] == table["log_likelihood"].max()
         assert prof.best.params["k"] == 3.0 and prof.best.model == name
+    fixed = BGCNBD.with_k(2)
+    assert fixed.resolve(rfm) is fixed and MBGCNBD.resolve(rfm).k == 3  # rfm: MBG, k = 3
 
 
 def test_the_registry_entries_need_k_and_litt_and_say_how_to_get_them():

@@ -434,6 +434,11 @@ class CNBDFamily(PurchaseFamily):
         """The family with the maximum-likelihood ``k`` on ``rfm`` (:func:`choose_k`)."""
         return self.with_k(choose_k(rfm, self, max_k=max_k))
 
+    def resolve(self, rfm) -> CNBDFamily:
+        """This family if it fixes ``k``, else :meth:`for_data` (a hook for the builder and
+        ``fit_mle`` to choose ``k`` themselves; not called by them yet)."""
+        return self if self.k is not None else self.for_data(rfm)
+
     # -- model -----------------------------------------------------------------------
     def _need_k(self, what: str) -> int:
         if self.k is None:
@@ -699,7 +704,10 @@ class CNBDFamily(PurchaseFamily):
         )
 
     # -- maximum likelihood ------------------------------------------------------------
-    def _mle_view(self) -> _FixedK:
+    def mle_view(self) -> _FixedK:
+        """The family with ``k`` left out of ``params`` (``r, alpha, a, b`` only): what
+        :func:`bayesclv.classic.fit_mle` can maximise over. Its results lack ``k``;
+        :func:`profile_k` adds it."""
         return _FixedK(self, self._need_k("maximum likelihood"))
 
 
@@ -775,7 +783,7 @@ def profile_k(
     fits: dict[int, object] = {}
     lls: list[float] = []
     for k in range(1, int(max_k) + 1):
-        res = fit_mle(fam.with_k(k)._mle_view(), rfm, weights=weights, initial=start)
+        res = fit_mle(fam.with_k(k).mle_view(), rfm, weights=weights, initial=start)
         fits[k] = replace(res, params={**res.params, "k": float(k)})
         lls.append(res.log_likelihood)
         if early_stop and k > 2 and lls[-1] < lls[-2] < lls[-3]:
