@@ -26,7 +26,8 @@ there (``check_draws`` refuses draws whose ``k`` is not one whole number).
 
 Data: besides ``x, t_x, T`` the likelihood needs each customer's sum of log
 inter-purchase times ``litt`` (:attr:`bayesclv.data.RFMData.litt`, computed by
-:func:`bayesclv.data.rfm_summary`).
+:func:`bayesclv.data.rfm_summary` and
+:func:`bayesclv.bigdata.rfm_summary_parquet`).
 
 Formulas (derived here; ``n = r + k x``, ``A = alpha + T``, ``u = T - t_x``,
 ``b' = b + x`` (BG) or ``b + x + 1`` (MBG); they are those of BTYDplus ``xbgcnbd.LL`` and
@@ -47,7 +48,7 @@ Formulas (derived here; ``n = r + k x``, ``A = alpha + T``, ``u = T - t_x``,
   purchases before dropout, so ``E[Y] = E[C(K)]`` with ``C(m) = sum_{i<m} B(a, b'+i) /
   B(a, b')``; with ``lambda`` integrated out ``M | J`` is negative binomial, and
   :func:`erlang_phi` sums ``P(M + J = v) C(floor(v / k))`` exactly over the window of
-  ``v`` holding all but ``~1e-17`` of the mass (no approximation such as BTYDplus's
+  ``v`` holding all but ``~1e-15`` of the mass (no approximation such as BTYDplus's
   BG/NBD-with-``k alpha`` form of the conditional expectation).
 
 Unlike BG/NBD, the future of a customer alive at ``T`` depends on the time since the
@@ -59,9 +60,9 @@ References
 ----------
 Reutterer, T., Platzer, M. and Schröder, N. (2021). "Leveraging purchase regularity for
 predicting customer behavior the easy way". International Journal of Research in
-Marketing 38(1), 194-215.
+Marketing 38(1).
 Platzer, M. and Reutterer, T. (2016). "Ticking away the moments: timing regularity
-helps to better predict customer activity". Marketing Science 35(5), 779-799.
+helps to better predict customer activity". Marketing Science 35(5).
 Fader, Hardie & Lee (2005) and Batislam, Denizel & Filiztekin (2007) for ``k = 1``.
 """
 
