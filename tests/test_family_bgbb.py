@@ -319,7 +319,7 @@ def test_bgbb_refuses_non_integer_or_impossible_histories():
 
 
 # ------------------------------------------------------------------ Bayesian fit: coverage
-def test_nuts_posterior_covers_the_truth_with_mle_sized_intervals():
+def test_nuts_posterior_covers_the_truth_with_mle_sized_intervals(tmp_path):
     """pymc-marketing's BG/BB collapsed its posterior (its issue #2919): ours must cover
     the truth with intervals as wide as the MLE's standard errors say."""
     import arviz as az
@@ -341,6 +341,16 @@ def test_nuts_posterior_covers_the_truth_with_mle_sized_intervals():
         assert lo < math.log(getattr(truth, k)) < hi, (k, np.exp([lo, hi]))
         ratio = log_draws.std() / mle.se_log[k]
         assert 0.75 < ratio < 1.5, (k, ratio)
+    # the fit is an ordinary bayesclv fit: pointwise log-likelihood (LOO), save and load
+    from bayesclv.diagnostics import pointwise_log_likelihood
+    from bayesclv.fit import load_fit, save_fit
+
+    loo = az.loo(pointwise_log_likelihood(idata, rfm))
+    assert np.isfinite(loo.elpd_loo) and loo.elpd_loo < 0
+    save_fit(idata, tmp_path / "bgbb.nc")
+    back = load_fit(tmp_path / "bgbb.nc")
+    assert back.attrs["model"] == "bgbb"
+    np.testing.assert_array_equal(back.posterior["alpha"].values, post["alpha"].values)
 
 
 def test_segments_build_under_every_pooling_and_unpooled_mode_is_each_segments_mle():

@@ -47,6 +47,7 @@ Interactive Marketing 43, 1-16 (BdW).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -534,11 +535,13 @@ class ContractualFamily(Family):
 
         With ``d = 0`` and no horizon this is the expected residual lifetime (infinite
         where ``c alpha <= 1``); with ``d > 0`` it is DERL (Fader & Hardie 2010, eq. 6).
-        Evaluation: the first ``_HEAD`` terms exactly, then, where more are needed and
-        ``c alpha > 1``, the rest by the family's ``_tail`` (an integral, see
-        :meth:`BetaDiscreteWeibullFamily._tail`); where ``c alpha <= 1`` and ``d > 0``
-        the series is summed term by term until the discounted terms are below
-        ``e^-38`` of the first.
+        Evaluation: with ``d > 0`` the series is summed term by term until the discounted
+        terms are below ``e^-38`` of the first (``ceil(38 / log(1+d))`` terms, exact).
+        With ``d = 0``: infinite where ``c alpha <= 1``; else the first 2048 terms exactly
+        and the rest by the family's ``_tail`` integral
+        (:meth:`BetaDiscreteWeibullFamily._tail`), accepted when it agrees to 1e-9 with
+        the same evaluation from twice as many exact terms (doubled until it does, up to
+        ``_MAX_TERMS``; NaN with a warning beyond).
         """
         d = float(discount_rate)
         if not (math.isfinite(d) and d >= 0):
@@ -575,22 +578,45 @@ class ContractualFamily(Family):
         out = head(1, K + 1, everything)
         if need <= K:
             return out.reshape(shape)
-        integrable = q > 1.0
-        if integrable.any():
-            sel = integrable
-            out[sel] += self._tail(log_g, K, {k: v[sel] for k, v in th.items()}, n[sel], sel)
-        rest = ~integrable
-        if rest.any():
-            if d == 0:
-                out[rest] = np.inf
-            elif need > _MAX_TERMS:
+        if d > 0:  # the discounted series converges geometrically: sum it exactly
+            if need > _MAX_TERMS:
                 raise ValueError(
-                    f"discount_rate={d} is too small for c*alpha <= 1: the discounted "
-                    f"series needs {need} terms; use a rate >= "
-                    f"{math.expm1(_NEGLIGIBLE / _MAX_TERMS):.1e} per period."
+                    f"discount_rate={d} is too small: the discounted series needs {need} "
+                    f"terms; use a rate >= {math.expm1(_NEGLIGIBLE / _MAX_TERMS):.1e} per "
+                    f"period (or a horizon)."
                 )
-            else:
-                out[rest] += head(K + 1, int(need) + 1, rest)
+            out += head(K + 1, int(need) + 1, everything)
+            return out.reshape(shape)
+        out[q <= 1.0] = np.inf
+        # The undiscounted tail by the family's integral from K on, checked against the same
+        # from 2K (with the K exact terms in between): where the two disagree beyond 1e-9
+        # the head is doubled again (the integral is accurate once S is asymptotic).
+        todo = np.flatnonzero(q > 1.0)
+        prev = np.full(out.shape, np.nan)
+        while todo.size:
+            sel = np.zeros(out.shape, dtype=bool)
+            sel[todo] = True
+            est = out[todo] + self._tail(log_g, K, {k: v[todo] for k, v in th.items()},
+                                         n[todo], sel)  # fmt: skip
+            done = np.abs(est - prev[todo]) <= 1e-9 * np.abs(est)
+            prev[todo] = est
+            finished, todo = todo[done], todo[~done]
+            out[finished] = est[done]
+            if todo.size and 2 * K > _MAX_TERMS:
+                warnings.warn(
+                    f"{self.label}: the expected residual lifetime of {todo.size} elements "
+                    f"(e.g. alpha={th['alpha'][todo[0]]:.4g}, c*alpha="
+                    f"{q[todo[0]]:.4g}) converges too slowly to evaluate to 1e-9 "
+                    f"(S(t) far from its power-law tail after {K} periods); NaN returned. "
+                    f"Pass a horizon.", RuntimeWarning, stacklevel=2,
+                )
+                out[todo] = np.nan
+                break
+            if todo.size:
+                sel = np.zeros(out.shape, dtype=bool)
+                sel[todo] = True
+                out[todo] += head(K + 1, 2 * K + 1, sel)
+                K *= 2
         return out.reshape(shape)
 
     def _tail(self, log_g, K: int, th, n, sel) -> np.ndarray:
@@ -644,17 +670,22 @@ class BetaDiscreteWeibullFamily(ContractualFamily):
 
     def _tail(self, log_g, K: int, th, n, sel) -> np.ndarray:
         """``sum_{k>K} g(k) = int_{K+1/2}^inf g(u) du + g'(K+1/2)/24`` up to the third
-        derivative (midpoint Euler-Maclaurin), ``g(u) = S(n+u)/S(n) (1+d)^-(u-1)``, for
-        ``q = c alpha > 1``.
+        derivative (midpoint Euler-Maclaurin), ``g(u) = S(n+u)/S(n)``, for
+        ``q = c alpha > 1`` (undiscounted).
 
         With ``b = beta + (n+u)^c`` and ``s = b_0 / b`` (``b_0`` at ``u = K + 1/2``) the
         integral is ``int_0^1 s^e h(s) ds`` with ``e = alpha - 1/c - 1 > -1`` and
-        ``h = g(u) (1/c) w^(1/c-1) b_0 s^(-2-e)``, ``w = b - beta``: since ``B(alpha, b)
+        ``h = g(u) (1/c) w^(1/c-1) b_0 s^(-2-e)``, ``w = b - beta``. Since ``B(alpha, b)
         b^alpha`` is a smooth function of ``1/b`` (Gamma-ratio expansion), ``h`` is
-        smooth on ``[0, 1]`` and 48 Gauss-Jacobi nodes for the weight ``s^e`` integrate
-        it to near machine precision (checked against 10^7-term sums in the tests).
-        Elements whose tail is below 1e-17 of their first term are skipped; ``e`` is
-        capped at 400 for the nodes (the rest of ``s^e`` stays in ``h``).
+        smooth on ``[0, 1]`` once ``b_0`` is large (in practice: the caller checks the
+        result against the one from ``2K``), with ``h(0) = b_0^(1/c - alpha) / (c
+        B(alpha, beta + n^c) / Gamma(alpha))``. The integral is
+        ``h(0)/(e+1) + int_0^1 s^(e+1) (h(s) - h(0))/s ds``, the second part by 48
+        Gauss-Jacobi nodes for the weight ``s^(e+1)`` (no trouble as ``e -> -1``, where
+        the first part grows without bound); checked against a 30-digit reference in the
+        tests. Elements whose tail is below 1e-17 of their first term are skipped; the
+        nodes' exponent is capped at 400 (beyond it the rest of the weight stays in the
+        integrand, which is then less smooth: ``alpha - 1/c`` above 400).
         """
         a, b = th["alpha"], th["beta"]
         c = th["c"] if self.weibull else np.ones_like(a)
@@ -669,24 +700,30 @@ class BetaDiscreteWeibullFamily(ContractualFamily):
         sub = np.zeros(sel.shape, dtype=bool)
         sub[np.flatnonzero(sel)[keep]] = True
         a, b, c, nn = a[keep], b[keep], c[keep], n[keep]
-        e = a - 1.0 / c - 1.0
-        e_node = np.minimum(e, 400.0)
+        e1 = a - 1.0 / c  # e + 1 > 0
+        e_node = np.minimum(e1, 400.0)
         X = np.empty((keep.size, _NODES))
         log_w = np.empty((keep.size, _NODES))
         uniq, inv = np.unique(e_node, return_inverse=True)
         for j, ej in enumerate(uniq):
             x, w = sps.roots_jacobi(_NODES, 0.0, ej)
             X[inv == j] = (1.0 + x) / 2.0
-            # normalised to sum to int_0^1 s^e ds = 1/(e+1) (no overflow for a large e)
+            # normalised to sum to int_0^1 s^ej ds = 1/(ej+1) (no overflow for a large ej)
             log_w[inv == j] = np.log(w / w.sum()) - math.log1p(ej)
-        b0 = (b + np.exp(c * np.log(nn + u0)))[:, None]
-        wv = b0 / X - b[:, None]
+        b0 = b + np.exp(c * np.log(nn + u0))  # beta + (n + K + 1/2)^c
+        wv = b0[:, None] / X - b[:, None]
         cc = c[:, None]
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             u = np.exp(np.log(wv) / cc) - nn[:, None]
-            log_h = (log_g(u, sub) - np.log(cc) + (1.0 / cc - 1.0) * np.log(wv) + np.log(b0)
-                     - (2.0 + e_node[:, None]) * np.log(X))  # fmt: skip
-        vals = np.exp(np.where(np.isfinite(u), log_h + log_w, -np.inf)).sum(-1)
+            log_h = (log_g(u, sub) - np.log(cc) + (1.0 / cc - 1.0) * np.log(wv)
+                     + np.log(b0)[:, None] - (1.0 + e1[:, None]) * np.log(X))  # fmt: skip
+            log_h = np.where(np.isfinite(u), log_h, -np.inf)
+            # the rest of s^(e+1) beyond the nodes' exponent, and the 1/s of (h - h0)/s
+            log_rest = (e1 - e_node)[:, None] * np.log(X) - np.log(X)
+            log_h0 = ((1.0 / c - a) * np.log(b0) - np.log(c)
+                      - _log_gamma_ratio(b + _tc(nn, c), a))  # fmt: skip
+            rel = np.expm1(log_h - log_h0[:, None])  # h/h0 - 1, precise near s = 0
+            vals = np.exp(log_h0) * (1.0 / e1 + (np.exp(log_rest + log_w) * rel).sum(-1))
         edge = np.exp(log_g(np.array([K + 1.0]), sub)[:, 0]) - np.exp(
             log_g(np.array([float(K)]), sub)[:, 0]
         )
