@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -201,12 +201,13 @@ def fit_mle(
     keeps repeat buyers with a positive mean spend, and warns about the ones it leaves
     out) and its log-likelihood is maximised over the logarithms of its paper parameters.
     """
-    if not isinstance(rfm, RFMData):
+    fam = get_family(model)
+    if not isinstance(rfm, RFMData) and fam.kind != "contractual":
         raise DataValidationError(
             f"expected an RFMData, got {type(rfm).__name__}; build one with "
             "RFMData.from_frame(...) or rfm_summary(...)."
         )
-    fam = get_family(model)
+    fam = fam.resolve(rfm)
     w = _weights(weights, rfm.n_customers)
     try:
         rows = fam.model_rows(rfm)
@@ -215,8 +216,13 @@ def fit_mle(
     for message in rows.messages:
         # the Bayesian builder leaves the same customers out, so both fits use the same data
         warnings.warn(f"fit_mle({fam.name!r}): {message}.", UserWarning, stacklevel=3)
-    return _fit(fam.name, fam.params, fam.logp, rows.columns, w[rows.mask], initial,
-                hessian_step)  # fmt: skip
+    view = fam.mle_view()
+    res = _fit(fam.name, view.params, view.logp, rows.columns, w[rows.mask], initial,
+               hessian_step)  # fmt: skip
+    fixed = fam.fixed_params()
+    if fixed:  # structural constants (CNBD-k's k): reported with the estimates, no SE
+        res = replace(res, params={**res.params, **fixed})
+    return res
 
 
 def fit_bgnbd(

@@ -119,7 +119,7 @@ def schedule(disc: Discount, scale: float) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- engine
 
 
-def direct_tables(dp, g, x, T, times, wsets, n_jobs=1) -> np.ndarray:
+def direct_tables(dp, g, x, T, times, wsets, n_jobs=1, t_x=None) -> np.ndarray:
     """``sum_k wsets[s, k] Phi(times[k])`` per draw and row, Phi evaluated one by one.
 
     The reference implementation: one closed-form evaluation of the family's
@@ -135,7 +135,8 @@ def direct_tables(dp, g, x, T, times, wsets, n_jobs=1) -> np.ndarray:
         sl = slice(start, min(start + block, U))
         th = dp.columns(g[sl])
         for k in use:
-            phi = fam.expected_alive(th, x[sl], T[sl], times[k])
+            rec = fam.recency(None if t_x is None else t_x[sl])
+            phi = fam.expected_alive(th, x[sl], T[sl], times[k], **rec)
             for j, w in enumerate(wsets[:, k]):
                 if w != 0:
                     out[j, :, sl] += w * phi
@@ -178,13 +179,26 @@ class Engine:
         self.spend_family = self.sp.family
         self.pcol = customer_columns(self.dp, rfm)
         self.scol = customer_columns(self.sp, rfm)
-        scale = float(self.dp.values[self.family.discount_scale].min())
-        self.times, self.weights = schedule(disc, scale)
+        if self.family.discrete_time and disc.method == "continuous" and disc.horizon >= 1:
+            # purchases only at whole periods 1..floor(H): the continuous discount factor
+            # there is exact, summed by parts like the per-period schedule
+            t = np.arange(1.0, math.floor(disc.horizon + 1e-9) + 1.0)
+            D = np.exp(-disc.log_factor * t)
+            self.times, self.weights = t, D - np.append(D[1:], 0.0)
+            if self.weights.size and disc.log_factor == 0.0:
+                self.weights = np.eye(t.size)[-1]
+        else:
+            scale = float(self.dp.values[self.family.discount_scale].min())
+            self.times, self.weights = schedule(disc, scale)
         x = rfm.frequency.astype(np.float64)
-        self.v_code, (ug, ux, uT) = factorize_rows(self.pcol, x, rfm.T)
-        self.value_alive, self.purchases_alive = self._alive_tables(ug, ux, uT)
+        if self.family.future_depends_on_recency:
+            self.v_code, (ug, ux, uT, ut) = factorize_rows(self.pcol, x, rfm.T, rfm.recency)
+        else:
+            self.v_code, (ug, ux, uT) = factorize_rows(self.pcol, x, rfm.T)
+            ut = None
+        self.value_alive, self.purchases_alive = self._alive_tables(ug, ux, uT, ut)
 
-    def _alive_tables(self, g, x, T) -> tuple[np.ndarray | None, np.ndarray]:
+    def _alive_tables(self, g, x, T, t_x=None) -> tuple[np.ndarray | None, np.ndarray]:
         """(n_unique, n_draws) discounted and undiscounted purchases given alive.
 
         Without ``need_value`` (simulation only needs the horizon's expected purchases for
@@ -199,27 +213,28 @@ class Engine:
         if self.fast and not (self.need_value and np.array_equal(wsets[0], wsets[1])):
             # (No discounting needs Phi at the horizon only: one evaluation per draw and
             # row, and it keeps expected_clv exactly equal to purchases x spend x margin.)
-            def direct(dp, g_, x_, T_, times_, wsets_):
-                return direct_tables(dp, g_, x_, T_, times_, wsets_, self.n_jobs)
+            def direct(dp, g_, x_, T_, times_, wsets_, t_x=None):
+                return direct_tables(dp, g_, x_, T_, times_, wsets_, self.n_jobs, t_x)
 
             out = self.family.alive_tables(
-                self.dp, g, x, T, times, wsets, self.n_jobs, direct
+                self.dp, g, x, T, times, wsets, self.n_jobs, direct, **self.family.recency(t_x)
             )
         if out is None:
-            out = direct_tables(self.dp, g, x, T, times, wsets, self.n_jobs)
-        self._check_tables(out, g, x, T, times[-1])
+            out = direct_tables(self.dp, g, x, T, times, wsets, self.n_jobs, t_x)
+        self._check_tables(out, g, x, T, times[-1], t_x)
         # Stored (row, draw): customers gather contiguous rows.
         tables = [np.ascontiguousarray(o.T) for o in out]
         return (tables[0], tables[1]) if self.need_value else (None, tables[0])
 
-    def _check_tables(self, out, g, x, T, horizon) -> None:
+    def _check_tables(self, out, g, x, T, horizon, t_x=None) -> None:
         """Refuse tables outside the family's exact bounds (the guard of issue 15).
 
         ``out[-1]`` holds the expected purchases in the horizon given alive, ``out[0]``
         (when discounting) their discounted sum, which lies between 0 and ``out[-1]``.
         """
         th = self.dp.columns(g)
-        lo, hi = self.family.expected_alive_bounds(th, x, T, horizon)
+        lo, hi = self.family.expected_alive_bounds(th, x, T, horizon,
+                                                   **self.family.recency(t_x))
         undiscounted = out[-1]
         tol = 1e-9 * np.abs(hi) + 1e-300
         checks = [("expected purchases given alive", undiscounted, lo - tol, hi + tol)]
@@ -390,7 +405,8 @@ class Engine:
             x = rfm.frequency[cust].astype(np.float64)[:, None]
             T = rfm.T[cust][:, None]
             alive = rng.random((len(cust), N)) < pa
-            ev_pos, tau = self.family.future_events(th, x, T, alive, H, rng)
+            rec = self.family.recency(rfm.recency[cust][:, None])
+            ev_pos, tau = self.family.future_events(th, x, T, alive, H, rng, **rec)
             if ev_pos.size == 0:
                 continue
             # latent spend once per customer-draw that buys, one amount per purchase

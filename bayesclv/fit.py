@@ -594,7 +594,7 @@ def population_params(
     post = idata.posterior
     if kind not in FAMILIES:
         raise SavedModelError("This InferenceData does not come from bayesclv.fit.")
-    fam = FAMILIES[kind]
+    fam = FAMILIES[kind].from_draws(post)
     if pooling == "none":
         raise ModelSpecificationError(
             "pooling='none' has no population distribution, so a new segment has no "

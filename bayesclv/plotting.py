@@ -92,7 +92,7 @@ def expected_purchases_matrix(params: xr.Dataset, T: float, horizon: float, *,
     mean, x, t_x, _, _ = _grid_mean(
         params, T, max_frequency, n_recency, segment,
         lambda m, th, x, t_x, T: np.exp(log_p_alive(m, th, x, t_x, T))
-        * phi_alive(m, th, x, T, horizon),
+        * phi_alive(m, th, x, T, horizon, t_x=t_x),
     )
     return pd.DataFrame(mean, index=pd.Index(x.astype(int), name="frequency"),
                         columns=pd.Index(t_x, name="recency"))

@@ -182,9 +182,11 @@ def p_alive(model, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
     return get_family(model, "purchase").p_alive(th, x, t_x, T)
 
 
-def phi_alive(model, th: Mapping[str, np.ndarray], x, T, t) -> np.ndarray:
-    """Expected purchases in ``(T, T+t]`` given alive at ``T`` (elementwise)."""
-    return get_family(model, "purchase").expected_alive(th, x, T, t)
+def phi_alive(model, th: Mapping[str, np.ndarray], x, T, t, *, t_x=None) -> np.ndarray:
+    """Expected purchases in ``(T, T+t]`` given alive at ``T`` (elementwise); ``t_x`` is
+    needed by families whose future depends on the recency."""
+    fam = get_family(model, "purchase")
+    return fam.expected_alive(th, x, T, t, **fam.recency(t_x))
 
 
 def spend_mean(th: Mapping[str, np.ndarray], x, zbar, model="gamma_gamma") -> np.ndarray:
@@ -251,7 +253,7 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float) -> xr.D
     th = dp.columns(cols)
     x, t_x, T = rfm.frequency, rfm.recency, rfm.T
     fam = dp.family
-    out = fam.p_alive(th, x, t_x, T) * fam.expected_alive(th, x, T, h)
+    out = fam.p_alive(th, x, t_x, T) * fam.expected_alive(th, x, T, h, **fam.recency(t_x))
     da = dp.wrap(out, "customer", rfm.customer_id).rename("expected_purchases")
     da.attrs.update(horizon=h, time_unit=rfm.time_unit)
     return da
@@ -277,7 +279,8 @@ def expected_purchases_new_customer(
     col = dp.positions([str(segment)])
     th = dp.columns(col)
     fam = dp.family
-    out = fam.p_alive(th, 0.0, 0.0, 0.0) * fam.expected_alive(th, 0.0, 0.0, h)
+    out = fam.p_alive(th, 0.0, 0.0, 0.0) * fam.expected_alive(th, 0.0, 0.0, h,
+                                                              **fam.recency(0.0))
     da = dp.wrap(out, "segment", [str(segment)]).isel(segment=0, drop=True)
     da.attrs.update(horizon=h, segment=str(segment))
     return da.rename("expected_purchases_new_customer")

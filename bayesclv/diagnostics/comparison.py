@@ -42,7 +42,7 @@ def pointwise_log_likelihood(
     dp = DrawParams(params, fam.kind)
     rows = fam.model_rows(rfm)
     keep, data = rows.mask, list(rows.columns)
-    var = "purchases" if fam.kind == "purchase" else "spend"
+    var = {"purchase": "purchases", "spend": "spend"}.get(fam.kind, fam.kind)
     cols = dp.positions(rfm.segment_names)[rfm.segment[keep]]
     stacked = np.column_stack([cols.astype(float), *data])
     uniq, inv = np.unique(stacked, axis=0, return_inverse=True)

@@ -286,7 +286,7 @@ def holdout_evaluation(
             fam = dp.family
             th = {n: v[local][:, cols[sl]] for n, v in dp.values.items()}  # (draws, chunk)
             lpa = fam.log_p_alive(th, x, t_x, T)
-            latent = fam.latent_given_alive(th, x, T, rng)
+            latent = fam.latent_given_alive(th, x, T, rng, **fam.recency(t_x))
             log_alive_term = lpa + fam.window_log_pmf(latent, y, h)
             with np.errstate(divide="ignore"):
                 log_dead = np.where(y == 0, np.log(-np.expm1(lpa)), -np.inf)

@@ -132,7 +132,8 @@ def tracking(
         th = {n: v[idx][:, [cols[s]]] for n, v in dp.values.items()}  # (draws, 1)
         t = np.maximum(uniq, 0) / day
         fam = dp.family
-        e = fam.p_alive(th, 0.0, 0.0, 0.0) * fam.expected_alive(th, 0.0, 0.0, t[None, :])
+        e = fam.p_alive(th, 0.0, 0.0, 0.0) * fam.expected_alive(th, 0.0, 0.0, t[None, :],
+                                                               **fam.recency(0.0))
         e = np.where(uniq[None, :] < 0, 0.0, e)  # not yet acquired
         # weights[u, p]: customers whose age at the end of period p is uniq[u]; one
         # matrix product then sums over customers without a draws x days x periods array

@@ -234,11 +234,44 @@ class Family:
         """A starting point for maximum likelihood on the unconstrained scale."""
         return {n: 0.0 for n in self.unconstrained}
 
+    def resolve(self, rfm) -> Family:
+        """The family ready to model ``rfm``: itself, unless a structural choice is made
+        from the data first (e.g. CNBD-k's ``k`` by profile likelihood)."""
+        return self
+
+    def from_draws(self, values: Mapping) -> Family:
+        """The family as parameter draws fix it (itself, unless draws carry a structural
+        constant such as CNBD-k's ``k``)."""
+        return self
+
+    def mle_view(self) -> Family:
+        """The family maximum likelihood optimises over (its ``params`` all free)."""
+        return self
+
+    def fixed_params(self) -> dict[str, float]:
+        """Paper parameters fixed by the family, not estimated (added to MLE results)."""
+        return {}
+
 
 class PurchaseFamily(Family):
     """A model of purchase frequency and dropout (the methods every consumer calls)."""
 
     kind = "purchase"
+    #: Whether the future after ``T`` depends on the recency ``t_x`` too (purchase
+    #: processes that are not memoryless, e.g. Erlang-k inter-purchase times): then
+    #: consumers pass ``t_x=`` to :meth:`expected_alive`, :meth:`expected_alive_bounds`,
+    #: :meth:`alive_tables`, :meth:`latent_given_alive` and :meth:`future_events`, and
+    #: tables are kept per ``(segment, x, t_x, T)`` instead of ``(segment, x, T)``.
+    future_depends_on_recency: bool = False
+    #: Purchases happen only at whole time units after ``T`` (discrete opportunities):
+    #: continuous discounting is then exact with one node per opportunity.
+    discrete_time: bool = False
+
+    def recency(self, t_x) -> dict:
+        """``{"t_x": t_x}`` for families whose future depends on it, else ``{}``: the
+        keyword arguments consumers add to the calls listed above."""
+        return {"t_x": t_x} if self.future_depends_on_recency else {}
+
     #: The paper parameter that is the time scale of :meth:`expected_alive` (its branch
     #: point is at ``t = -(scale + T)``); continuous discounting places its quadrature
     #: nodes by it (:func:`bayesclv.clv.discount_schedule`).
@@ -278,7 +311,9 @@ class PurchaseFamily(Family):
         shape = np.broadcast_shapes(*(np.shape(v) for v in th.values()), np.shape(x), np.shape(t))
         return np.zeros(shape), np.full(shape, np.inf)
 
-    def alive_tables(self, dp, g, x, T, times, wsets, n_jobs, direct) -> np.ndarray | None:
+    def alive_tables(
+        self, dp, g, x, T, times, wsets, n_jobs, direct, *, t_x=None
+    ) -> np.ndarray | None:
         """``sum_k wsets[j, k] * expected_alive(t_k)`` per set, draw and row, fast.
 
         ``dp`` is a :class:`bayesclv.predict.DrawParams`, ``g`` the draw column of each

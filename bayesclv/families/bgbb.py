@@ -39,7 +39,6 @@ import numpy as np
 import scipy.special as sps
 from scipy import stats
 
-from bayesclv import priors as _priors
 from bayesclv.errors import ModelSpecificationError, describe_rows
 from bayesclv.families.base import History, ModelRows, PurchaseFamily
 from bayesclv.families.sampling import validate_positive
@@ -112,12 +111,6 @@ class BGBBPriors:
 
     def __post_init__(self) -> None:
         _check_prior_fields(self)
-
-
-# Saved fits and models store priors by class name (bayesclv.priors.priors_from_dict),
-# whose table holds only the classes of bayesclv.priors. Until it consults the family
-# registry, a family defined outside that module adds its class there.
-_priors._PRIOR_CLASSES.setdefault(BGBBPriors.__name__, BGBBPriors)
 
 
 def bgbb_natural(
@@ -234,6 +227,7 @@ class BGBBFamily(PurchaseFamily):
     # Continuous discounting places its nodes by this scale; BG/BB's expectation is a
     # step function of time, so use per-period discounting (module docstring).
     discount_scale = "delta"
+    discrete_time = True
 
     # -- model -----------------------------------------------------------------------
     def to_natural(self, **theta) -> dict:

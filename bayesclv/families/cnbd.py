@@ -406,6 +406,7 @@ class CNBDFamily(PurchaseFamily):
     #: rate; purchases come ``k`` times less often).
     priors_class = BGNBDPriors
     discount_scale = "alpha"
+    future_depends_on_recency = True
 
     def __init__(self, *, modified: bool, k: int | None = None):
         self.modified = modified
@@ -437,7 +438,7 @@ class CNBDFamily(PurchaseFamily):
 
     def resolve(self, rfm) -> CNBDFamily:
         """This family if it fixes ``k``, else :meth:`for_data` (a hook for the builder and
-        ``fit_mle`` to choose ``k`` themselves; not called by them yet)."""
+        ``fit_mle`` to choose ``k`` themselves)."""
         return self if self.k is not None else self.for_data(rfm)
 
     # -- model -----------------------------------------------------------------------
@@ -705,6 +706,9 @@ class CNBDFamily(PurchaseFamily):
         )
 
     # -- maximum likelihood ------------------------------------------------------------
+    def fixed_params(self) -> dict[str, float]:
+        return {"k": float(self._need_k("maximum likelihood"))}
+
     def mle_view(self) -> _FixedK:
         """The family with ``k`` left out of ``params`` (``r, alpha, a, b`` only): what
         :func:`bayesclv.classic.fit_mle` can maximise over. Its results lack ``k``;

@@ -56,7 +56,6 @@ import numpy as np
 import pandas as pd
 import scipy.special as sps
 
-from bayesclv import priors as _priors
 from bayesclv.data import DAYS_PER_UNIT
 from bayesclv.errors import DataValidationError, ModelSpecificationError, describe_rows
 from bayesclv.families.base import Family, ModelRows
@@ -342,11 +341,6 @@ class BdWPriors:
         _check_prior_fields(self)
 
 
-# Fits store priors by class name (bayesclv.priors.priors_from_dict), whose table holds
-# only the classes of bayesclv.priors; until it consults the family registry, a family
-# defined outside that module adds its classes there.
-for _cls in (SBGPriors, BdWPriors):
-    _priors._PRIOR_CLASSES.setdefault(_cls.__name__, _cls)
 
 
 def sbg_natural(logit_churn, log_churn_concentration):

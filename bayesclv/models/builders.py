@@ -39,6 +39,8 @@ __all__ = ["build_model", "build_bgnbd", "build_mbgnbd", "build_pareto_nbd", "bu
 def _build(kind, rfm: RFMData, priors, pooling: str, parameterization: str) -> pm.Model:
     """The one builder: any family, any pooling (``kind`` is a family or its name)."""
     fam = get_family(kind)
+    # a structural choice made from the data first (CNBD-k: k by profile likelihood)
+    fam = fam.resolve(rfm)
     # a family whose data are not an RFMData (contractual: ContractData) checks its own
     getattr(fam, "check_options", check_options)(rfm, pooling, parameterization)
     prior_cls = fam.priors_class
