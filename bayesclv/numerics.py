@@ -703,14 +703,18 @@ def bg_expected_alive(n, A, a, b_eff, t, *, method="auto"):
 
     Notes
     -----
-    Measured relative error against mpmath (``tests/test_numerics_mpmath.py``; 50-digit
+    Measured relative error against mpmath (``tests/test_numerics_mpmath.py``; 30-digit
     quadrature of the Beta expectation, itself checked against the positive series in
     mpmath to 1e-23): at most 4e-14 on 350 draws mixing ordinary and extreme values of
     the whole prior support; per method against the quadrature on 200,000 log-uniform
-    draws: series <= 1.3e-13, 2F1 (where reliable) <= 1e-12, quadrature <= 4e-14 (vs
-    mpmath). Cost per element (2 shared cores, so +-30%): CDNOW-like draws 0.4 us (2F1
-    route 0.13 us, series 0.6 us, quadrature 1.7 us); log-uniform draws over the whole
-    support 1.1 us (76% series, 24% quadrature at 2.1 us).
+    draws: series <= 1.3e-13, quadrature <= 4e-14 (vs mpmath), 2F1 where
+    :func:`bg_hyp2f1_reliable` holds <= 4.3e-11 (151,000 draws not used to set its
+    thresholds). Cost per element on a 2-core machine shared with other jobs (quiet /
+    loaded runs): CDNOW-like draws 0.37 us (80% take the 2F1 route at 0.13 us, 19% the series at
+    0.5 us); log-uniform draws over the whole support 1.1-2.9 us (76% series at 0.2-0.4 us,
+    24% quadrature at 1.7-5 us). The old hyp2f1-only formula cost 0.14 / 1.0 us there.
+    :func:`bg_expected_alive_times` costs 0.6 us per (element, time) in the quadrature
+    (plan once, 52 times).
 
     Raises
     ------
