@@ -59,6 +59,7 @@ __all__ = [
     "bg_hyp2f1_reliable",
     "bg_cheb_reliable",
     "bg_pfaff_G",
+    "expm1_ratio",
     "bg_log_p_alive",
     "bg_window_log_pmf",
     "pareto_window_log_pmf",
@@ -501,7 +502,7 @@ def bg_pfaff_G(A1, eps, c, w):
         return (sps.hyp2f1(A1, eps, c, w) - 1.0) / eps
 
 
-def _expm1_ratio(eps, L):
+def expm1_ratio(eps, L):
     """``(1 - exp(-eps L)) / eps``, ``L (1 - eps L / 2)`` for ``|eps| < 1e-7``."""
     small = np.abs(eps) < 1e-7
     eps_safe = np.where(small, 1.0, eps)
@@ -528,7 +529,7 @@ def _phi_hyp2f1_parts(n, k, a, b):
     with np.errstate(all="ignore"):
         F = sps.hyp2f1(c - n, eps, c, w)
         base = np.exp(-eps * L)
-        R = _expm1_ratio(eps, L)
+        R = expm1_ratio(eps, L)
         phi = c * (R - base * (F - 1.0) / eps)
         mu = a / (a + b)
         kappa = c * (np.abs(R) + base * np.maximum(np.abs(F), 1.0) / np.abs(eps)) / _f_alive(

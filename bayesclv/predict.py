@@ -55,7 +55,6 @@ from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
 from bayesclv.families import FAMILIES, get_family, purchase_families
 from bayesclv.families.base import expm1_ratio
-from bayesclv.families.bgnbd import bg_G
 
 __all__ = [
     "PURCHASE_MODELS",
@@ -68,7 +67,6 @@ __all__ = [
     "p_alive",
     "phi_alive",
     "spend_mean",
-    "bg_G",
     "expm1_ratio",
 ]
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesclv.numerics import expm1_ratio  # noqa: F401 (re-exported for the families)
 from bayesclv.ops import ops_for
 
 __all__ = [
@@ -51,20 +52,8 @@ __all__ = [
     "expm1_ratio",
 ]
 
-#: Below this distance from 0, ``(1 - exp(-eps L)) / eps`` is replaced by its limit ``L``.
-_NEAR_ZERO = 1e-7
-
 
 # --------------------------------------------------------------------------- helpers
-def expm1_ratio(eps, L):
-    """``(1 - exp(-eps L)) / eps``, equal to ``L`` in the limit ``eps -> 0``."""
-    eps = np.asarray(eps, dtype=np.float64)
-    small = np.abs(eps) < _NEAR_ZERO
-    eps_safe = np.where(small, 1.0, eps)
-    with np.errstate(over="ignore"):
-        return np.where(small, L, -np.expm1(-eps_safe * L) / eps_safe)
-
-
 def factorize_rows(*cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Codes of unique rows of ``cols`` and the unique values of each column.
 

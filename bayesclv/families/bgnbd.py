@@ -29,8 +29,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.special as sps
-from scipy import stats
 
 from bayesclv.families.base import (
     Groups,
@@ -42,14 +40,19 @@ from bayesclv.families.base import (
     parallel_map,
 )
 from bayesclv.families.sampling import beta_order_stat, geometric_count, validate_positive
+from bayesclv.numerics import (
+    bg_cheb_reliable,
+    bg_expected_alive,
+    bg_expected_alive_times,
+    bg_pfaff_G,
+    bg_window_log_pmf,
+)
 from bayesclv.ops import ops_for
 from bayesclv.priors import BGNBDPriors
 from bayesclv.transforms import bgnbd_natural
 
 __all__ = ["BGNBD", "MBGNBD", "BGNBDParams", "MBGNBDParams", "bgnbd_logp", "mbgnbd_logp"]
 
-#: Below this distance from 1, ``a`` is treated with the limit formula (see ``bg_G``).
-_NEAR_ONE_F = 1e-4
 #: Rows whose ``w = H / (alpha + T + H)`` exceeds this (young customers with a small
 #: ``alpha``) are computed directly instead of by the Chebyshev interpolant.
 _W_CUT = 0.95
@@ -159,55 +162,6 @@ def mbgnbd_logp(r, alpha, a, b, x, t_x, T):
 
 
 # --------------------------------------------------------------------------- Phi
-def bg_G(A1, eps, c, w) -> np.ndarray:
-    """``G = (2F1(A1, eps; c; w) - 1) / eps`` elementwise, smooth through ``eps = 0``.
-
-    ``G`` is analytic in ``eps``; for ``|eps| < 1e-4`` it is interpolated linearly between
-    ``eps = +-1e-4`` (error O(1e-8) relative, round-off O(1e-12)) instead of dividing a
-    difference that cancels.
-    """
-    shape = np.broadcast_shapes(np.shape(A1), np.shape(eps), np.shape(c), np.shape(w))
-    A1, eps_b, c_b, w_b = (np.broadcast_to(z, shape).ravel() for z in (A1, eps, c, w))
-    near = np.abs(eps_b) < _NEAR_ONE_F
-    eps_f = np.where(near, _NEAR_ONE_F, eps_b)
-    G = (sps.hyp2f1(A1, eps_f, c_b, w_b) - 1.0) / eps_f
-    if near.any():
-        args = (A1[near], c_b[near], w_b[near])
-        d = _NEAR_ONE_F
-        g_hi = (sps.hyp2f1(args[0], d, args[1], args[2]) - 1.0) / d
-        g_lo = (sps.hyp2f1(args[0], -d, args[1], args[2]) - 1.0) / -d
-        G[near] = 0.5 * (g_hi + g_lo) + eps_b[near] * (g_hi - g_lo) / (2 * d)
-    return G.reshape(shape)
-
-
-def bg_phi(r, alpha, a, b_eff, x, T, t) -> np.ndarray:
-    """Expected purchases in ``(T, T+t]`` of a BG-type customer alive at ``T``.
-
-    With ``lambda ~ Gamma(n, A)``, ``n = r+x``, ``A = alpha+T`` and ``p ~ Beta(a, b_eff)``
-    (``b_eff = b+x`` for BG/NBD, ``b+x+1`` for MBG/NBD), and
-    ``E[X(t) | lambda, p, alive] = (1 - exp(-lambda p t)) / p`` (FHL 2005, eq. 7 with the
-    dropout after each purchase):
-
-    ``Phi = c/(a-1) * [1 - 2F1(n, a-1; c; -t/A)]``, ``c = a + b_eff - 1``,
-
-    the bracket of FHL (2005) eq. (10) after Euler's transformation. The argument ``-t/A``
-    can be far below -1, so Pfaff's transformation (A&S 15.3.5) gives
-    ``2F1(n, a-1; c; -k) = (1+k)^(1-a) 2F1(c-n, a-1; c; k/(1+k))``, whose argument is in
-    ``[0, 1)`` and whose first parameter ``c-n = a+b_eff-1-r-x`` no longer grows with ``x``.
-    Writing ``F - 1 = (a-1) G`` removes the ``0/0`` at ``a = 1``:
-
-    ``Phi = c * [ (1 - (1+k)^(1-a)) / (a-1) - (1+k)^(1-a) (F - 1)/(a-1) ]``.
-    """
-    n = r + x
-    c = a + b_eff - 1.0
-    k = t / (alpha + T)
-    L = np.log1p(k)
-    w = k / (1.0 + k)
-    eps = a - 1.0
-    G = bg_G(c - n, eps, c, w)
-    return c * (expm1_ratio(eps, L) - np.exp(-eps * L) * G)
-
-
 def _cheb_nodes(m: int, W: float) -> tuple[np.ndarray, np.ndarray]:
     """Chebyshev points on [0, W] and the matrix turning values into coefficients."""
     j = np.arange(m)
@@ -344,10 +298,23 @@ class BGNBDFamily(PurchaseFamily):
 
     # -- expectations ----------------------------------------------------------------
     def expected_alive(self, th, x, T, t) -> np.ndarray:
+        """``Phi = E_p[(1 - (1 + p t/A)^-n) / p]``, ``n = r + x``, ``A = alpha + T``,
+        ``p ~ Beta(a, b + x)`` (MBG/NBD: ``b + x + 1``): FHL (2005) eq. (10) bracket,
+        evaluated by :func:`bayesclv.numerics.bg_expected_alive` (finite and exact over the
+        whole prior support, a + b = 1 and huge a, b included; the plain 2F1 form with
+        Euler's and Pfaff's transformations is not)."""
         x = np.asarray(x, dtype=np.float64)
         T = np.asarray(T, dtype=np.float64)
         t = np.asarray(t, dtype=np.float64)
-        return bg_phi(th["r"], th["alpha"], th["a"], th["b"] + x + self.extra, x, T, t)
+        return bg_expected_alive(th["r"] + x, th["alpha"] + T, th["a"],
+                                 th["b"] + x + self.extra, t)
+
+    def _exact_tables(self, th, x, T, times, wsets) -> np.ndarray:
+        """``sum_k wsets[j, k] Phi(times[k])`` for elementwise (draw, row) pairs: ``th``
+        values and ``x, T`` are 1-D of one length; returns ``(n_sets, n_pairs)``."""
+        phi = bg_expected_alive_times(th["r"] + x, th["alpha"] + T, th["a"],
+                                      th["b"] + x + self.extra, times)
+        return wsets @ phi.T
 
     def expected_alive_bounds(self, th, x, T, t):
         """With ``k = t / (alpha + T)`` and ``n = r + x``: given ``p`` the expectation is
@@ -361,9 +328,9 @@ class BGNBDFamily(PurchaseFamily):
         """Tables without one hyp2f1 per draw, row and time.
 
         ``Phi(t) = c [R(a-1, log1p(t/A)) - (1+t/A)^(1-a) G_x(w)]`` with ``w = t/(A+t)``
-        (:func:`bg_phi`). ``G_x`` depends on the draw and ``(segment, x)`` only, is
-        analytic on ``[0, 1)`` and is evaluated at ``w <= W = max H/(alpha+T+H)``: it is
-        interpolated by a Chebyshev series on ``[0, W]`` (``m`` hyp2f1 calls per draw and
+        (the 2F1 form, :func:`bayesclv.numerics.bg_pfaff_G`). ``G_x`` depends on the draw
+        and ``(segment, x)`` only, is analytic on ``[0, 1)`` and is evaluated at
+        ``w <= W = max H/(alpha+T+H)``: it is interpolated by a Chebyshev series on ``[0, W]`` (``m`` hyp2f1 calls per draw and
         unique ``(segment, x)``; ``m`` from the Bernstein-ellipse rate set by the branch
         point ``w = 1``, Trefethen, *Approximation Theory and Approximation Practice*,
         ch. 8). The sum over times is linear in the coefficients, so per draw and unique
@@ -408,12 +375,21 @@ class BGNBDFamily(PurchaseFamily):
         # Work per block of draws, end to end; blocks small enough for the Chebyshev
         # recurrence below to run in cache (arrays of ~32k values, contiguous per degree).
         dblock = max(1, min(_WORK_ELEMENTS // max(1, len(gx) * m), 32_768 // max(1, len(gT))))
+        unconverged = np.zeros((N, len(gx)), dtype=bool)  # (draw, (segment, x)) tables
 
         def run(d0: int) -> None:
+            with np.errstate(all="ignore"):  # untrusted pairs are recomputed below
+                _run(d0)
+
+        def _run(d0: int) -> None:
             sl = slice(d0, min(d0 + dblock, N))
             # Chebyshev coefficients of G per draw and unique (segment, x): (nd, Ux, m)
-            vals = bg_G(A1[sl, :, None], eps_x[sl, :, None], c_x[sl, :, None], nodes)
+            with np.errstate(all="ignore"):
+                vals = bg_pfaff_G(A1[sl, :, None], eps_x[sl, :, None], c_x[sl, :, None], nodes)
             coef = vals @ to_coef
+            mag = np.abs(coef)
+            with np.errstate(invalid="ignore"):
+                unconverged[sl] = ~(mag[..., -3:].max(axis=-1) <= 1e-13 * mag.max(axis=-1))
             # Q[j, i] = sum_k wsets[j, k] base_k T_i(xi_k) and E[j] per unique (segment, T)
             A_s, e_s = A_T[sl], eps_T[sl]
             Q = np.zeros((n_sets, m, *A_s.shape))
@@ -457,16 +433,31 @@ class BGNBDFamily(PurchaseFamily):
 
         parallel_map(run, range(0, N, dblock), n_jobs)
 
-        # Draws where the interpolant left the exact bounds (hyp2f1 cancels for large
-        # a, b) are recomputed directly; then a sample is checked against the direct form.
+        # Pairs (draw, row) the interpolant cannot be trusted for are recomputed exactly:
+        # where numerics.bg_cheb_reliable says the 2F1 form amplifies the table's error
+        # (large a, b; c near 0), where the table did not converge, where a value leaves
+        # the exact bounds. A sample is then checked against the direct evaluation.
+        sub = np.ix_(np.arange(N), rows)
+        th_rows = {k: v[:, g[rows]] for k, v in dp.values.items()}
+        xr_, Tr = x[rows][None, :], T[rows][None, :]
+        t_pos = times[times > 0]
+        with np.errstate(all="ignore"):
+            trusted = bg_cheb_reliable(
+                th_rows["r"] + xr_, th_rows["alpha"] + Tr, th_rows["a"],
+                th_rows["b"] + xr_ + self.extra, float(t_pos.min()), H, W,
+            )
+        trusted &= ~unconverged[:, xcode[rows]]
         lo, hi = self.expected_alive_bounds(dp.columns(g), x, T, H)
         tol = 1e-9 * hi + 1e-300
         with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(out).all(axis=0) | (out[-1] < lo - tol) | (out[-1] > hi + tol)
-            bad |= (out < -tol).any(axis=0) | (out > out[-1] + tol).any(axis=0)
-        bad_draws = np.flatnonzero(bad.any(axis=1))
-        if bad_draws.size:
-            out[:, bad_draws] = direct(dp.subset(bad_draws), g, x, T, times, wsets)
+            in_bounds = np.isfinite(out).all(axis=0) & (out[-1] >= lo - tol) & (out[-1] <= hi + tol)
+            in_bounds &= (out >= -tol).all(axis=0) & (out <= out[-1] + tol).all(axis=0)
+        trusted &= in_bounds[sub]
+        d_bad, r_bad = np.nonzero(~trusted)
+        if d_bad.size:
+            rr = rows[r_bad]
+            th_bad = {k: v[d_bad, g[rr]] for k, v in dp.values.items()}
+            out[:, d_bad, rr] = self._exact_tables(th_bad, x[rr], T[rr], times, wsets)
         rng = np.random.default_rng(0)
         pick_r = rng.choice(rows, size=min(len(rows), 32), replace=False)
         pick_d = rng.choice(N, size=min(N, 4), replace=False)
@@ -488,14 +479,7 @@ class BGNBDFamily(PurchaseFamily):
         Geometric(p)`` on {1, 2, ...} purchases before dropout (the coin is tossed after
         each purchase), so ``P(Y=0) = e^{-lambda h}`` and, for ``y >= 1``,
         ``P(Y=y) = (1-p)^{y-1} [Poisson(y; lambda h) + p P(K > y)]``."""
-        lam, p = latent["lam"], latent["p"]
-        m = lam * h
-        with np.errstate(divide="ignore"):
-            y1 = np.maximum(y, 1)
-            pos = (y1 - 1) * np.log1p(-p) + np.logaddexp(
-                stats.poisson.logpmf(y1, m), np.log(p) + stats.poisson.logsf(y1, m)
-            )
-            return np.where(y > 0, pos, -m)
+        return bg_window_log_pmf(latent["lam"], latent["p"], y, h)
 
     def simulate_window(self, latent, h, rng) -> np.ndarray:
         lam, p = latent["lam"], latent["p"]

@@ -77,10 +77,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.special as sps
-from scipy import stats
 
 from bayesclv.families.base import History, PurchaseFamily, expm1_ratio, factorize_rows
 from bayesclv.families.sampling import beta_order_stat, validate_positive
+from bayesclv.numerics import pareto_window_log_pmf
 from bayesclv.ops import ops_for
 from bayesclv.priors import ParetoNBDPriors
 from bayesclv.transforms import pareto_nbd_natural
@@ -296,13 +296,7 @@ class ParetoNBDFamily(PurchaseFamily):
         """Lifetime ``tau ~ Exp(mu)``, ``Y ~ Poisson(lambda min(tau, h))``:
         ``P(Y=y) = e^{-mu h} Poisson(y; lambda h) + mu/(lambda+mu) (lambda/(lambda+mu))^y
         P(Gamma(y+1, 1) <= (lambda+mu) h)`` (the Poisson integrated over the lifetime)."""
-        lam, mu = latent["lam"], latent["mu"]
-        tot = lam + mu
-        with np.errstate(divide="ignore"):
-            a = -mu * h + stats.poisson.logpmf(y, lam * h)
-            b = (np.log(mu) - np.log(tot) + y * (np.log(lam) - np.log(tot))
-                 + np.log(sps.gammainc(y + 1.0, tot * h)))
-            return np.logaddexp(a, b)
+        return pareto_window_log_pmf(latent["lam"], latent["mu"], y, h)
 
     def simulate_window(self, latent, h, rng) -> np.ndarray:
         lam, mu = latent["lam"], latent["mu"]
