@@ -330,8 +330,8 @@ class BGNBDFamily(PurchaseFamily):
         ``Phi(t) = c [R(a-1, log1p(t/A)) - (1+t/A)^(1-a) G_x(w)]`` with ``w = t/(A+t)``
         (the 2F1 form, :func:`bayesclv.numerics.bg_pfaff_G`). ``G_x`` depends on the draw
         and ``(segment, x)`` only, is analytic on ``[0, 1)`` and is evaluated at
-        ``w <= W = max H/(alpha+T+H)``: it is interpolated by a Chebyshev series on ``[0, W]`` (``m`` hyp2f1 calls per draw and
-        unique ``(segment, x)``; ``m`` from the Bernstein-ellipse rate set by the branch
+        ``w <= W = max H/(alpha+T+H)``: it is interpolated by a Chebyshev series on
+        ``[0, W]`` (``m`` hyp2f1 calls per draw and unique ``(segment, x)``; ``m`` from the Bernstein-ellipse rate set by the branch
         point ``w = 1``, Trefethen, *Approximation Theory and Approximation Practice*,
         ch. 8). The sum over times is linear in the coefficients, so per draw and unique
         ``(segment, T)`` we precompute ``Q_i = sum_k weight_k (1+t_k/A)^(1-a)
