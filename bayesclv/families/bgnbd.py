@@ -327,18 +327,21 @@ class BGNBDFamily(PurchaseFamily):
     def alive_tables(self, dp, g, x, T, times, wsets, n_jobs, direct):
         """Tables without one hyp2f1 per draw, row and time.
 
-        ``Phi(t) = c [R(a-1, log1p(t/A)) - (1+t/A)^(1-a) G_x(w)]`` with ``w = t/(A+t)``
-        (the 2F1 form, :func:`bayesclv.numerics.bg_pfaff_G`). ``G_x`` depends on the draw
-        and ``(segment, x)`` only, is analytic on ``[0, 1)`` and is evaluated at
-        ``w <= W = max H/(alpha+T+H)``: it is interpolated by a Chebyshev series on
-        ``[0, W]`` (``m`` hyp2f1 calls per draw and unique ``(segment, x)``; ``m`` from the Bernstein-ellipse rate set by the branch
-        point ``w = 1``, Trefethen, *Approximation Theory and Approximation Practice*,
-        ch. 8). The sum over times is linear in the coefficients, so per draw and unique
-        ``(segment, T)`` we precompute ``Q_i = sum_k weight_k (1+t_k/A)^(1-a)
-        T_i(xi(w_k))`` and each row is a dot product ``c (E - C_x . Q_T)``. Rows with
-        ``W > 0.95`` use ``direct``; a sample of rows is re-checked against it at run
-        time and the whole table falls back to it if the interpolant misses ``1e-9``
-        relative accuracy.
+        ``Phi(t) = c [R(a-1, log1p(t/A)) - (1+t/A)^(1-a) G_x(w)]`` with ``w = t/(A+t)`` (the
+        2F1 form, :func:`bayesclv.numerics.bg_pfaff_G`). ``G_x`` depends on the draw and
+        ``(segment, x)`` only, is analytic on ``[0, 1)`` and is evaluated at ``w <= W = max
+        H/(alpha+T+H)``: it is interpolated by a Chebyshev series on ``[0, W]`` (``m``
+        hyp2f1 calls per draw and unique ``(segment, x)``; ``m`` from the Bernstein-ellipse
+        rate set by the branch point ``w = 1``, Trefethen, *Approximation Theory and
+        Approximation Practice*, ch. 8). The sum over times is linear in the coefficients,
+        so per draw and unique ``(segment, T)`` we precompute ``Q_i = sum_k weight_k
+        (1+t_k/A)^(1-a) T_i(xi(w_k))`` and each row is a dot product ``c (E - C_x . Q_T)``.
+        Rows with ``W > 0.95`` use ``direct``. A (draw, row) pair is trusted only where
+        :func:`bayesclv.numerics.bg_cheb_reliable` holds (the 2F1 form does not amplify the
+        interpolation error), its table converged (last three coefficients below 1e-13 of
+        the largest) and its values lie in the exact bounds; the other pairs are
+        recomputed exactly. A sample is re-checked against ``direct`` at run time and the
+        whole table falls back to it if the interpolant misses ``1e-9`` relative accuracy.
         """
         N, U = dp.n_draws, len(g)
         H = float(times[-1])
