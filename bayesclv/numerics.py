@@ -885,6 +885,7 @@ def pareto_window_log_pmf(lam, mu, y, h):
                                           for z in (lam, mu, y, h)))
     tot = lam + mu
     alive = -mu * h + _poisson_logpmf(y, lam * h)
-    dropped = (np.log(mu) - np.log(tot) - sps.xlog1py(y, mu / lam)
-               + poisson_log_sf(y, tot * h))
+    with np.errstate(divide="ignore"):  # rates drawn as exactly 0: the exact -inf terms
+        dropped = (np.log(mu) - np.log(tot) - sps.xlog1py(y, mu / lam)
+                   + poisson_log_sf(y, tot * h))
     return _logaddexp_inf(alive, dropped)
