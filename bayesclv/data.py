@@ -442,6 +442,9 @@ def round_times(rfm: RFMData, step: float = 1.0) -> RFMData:
 
     ``meta["time_rounding"]`` records ``step``; frequencies, spend, segments, holdout
     columns and customer ids are unchanged, so every customer that goes in comes out.
+    ``litt`` (the sum of log inter-purchase times of the CNBD-k families) cannot be
+    rounded consistently with the recency and is dropped (``None``): those families
+    then refuse the data with a message naming it.
     """
     from dataclasses import replace
 
@@ -454,7 +457,8 @@ def round_times(rfm: RFMData, step: float = 1.0) -> RFMData:
 
     T = np.maximum(grid(rfm.T), step)
     recency = np.minimum(grid(rfm.recency), T)
-    return replace(rfm, recency=recency, T=T, meta={**rfm.meta, "time_rounding": step})
+    return replace(rfm, recency=recency, T=T, litt=None,
+                   meta={**rfm.meta, "time_rounding": step})
 
 
 # =====================================================================================
