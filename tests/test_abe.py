@@ -137,7 +137,7 @@ def test_fit_defaults_to_the_draws_the_builder_recommends():
     from bayesclv.models._common import model_spec
 
     rfm = simulate_abe(60, [-2.5, -3.5], np.eye(2), random_seed=3)
-    assert model_spec(build_bgnbd(rfm)).extra.get("draws") is None  # fit's 1000
+    assert model_spec(build_bgnbd(rfm)).extra.get("draws") == 1000  # the family default
     kw = {"sampler": "advi", "advi_iterations": 50, "random_seed": 1, "progressbar": False}
     idata = fit(build_abe_pareto_nbd(rfm), **kw)
     assert idata.attrs["draws"] == 5000 and idata.posterior.sizes["draw"] == 5000
