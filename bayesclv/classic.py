@@ -63,9 +63,11 @@ class MLEResult:
     se_log : dict
         Standard errors of the log-parameters, from the inverse of the finite-difference
         Hessian of the negative log-likelihood on the log scale (NaN where the Hessian is
-        not positive definite).
+        not positive definite). For real-valued parameters (a family's ``real_params``,
+        e.g. covariate coefficients) the standard error of the parameter itself.
     se : dict
-        Delta-method standard errors on the natural scale, ``param * se_log``.
+        Delta-method standard errors on the natural scale, ``param * se_log`` (``se_log``
+        itself for real-valued parameters).
     converged : bool
         The optimiser reported success, the estimate is inside the bounds and the Hessian
         is positive definite.
@@ -134,7 +136,11 @@ def _fit(
     w: np.ndarray,
     initial: dict[str, float] | None,
     hessian_step: float,
+    real: tuple[str, ...] = (),
 ) -> MLEResult:
+    # ``real``: parameters that are real-valued (e.g. covariate coefficients), optimised
+    # as they are; every other parameter is positive and optimised on the log scale.
+    is_real = np.array([k in real for k in names], dtype=bool)
     x0 = np.zeros(len(names))
     if initial is not None:
         unknown = set(initial) - set(names)
@@ -142,12 +148,16 @@ def _fit(
             raise ModelSpecificationError(
                 f"initial has unknown parameters {sorted(unknown)}; {model} has {list(names)}."
             )
-        x0 = np.array([np.log(initial.get(k, 1.0)) for k in names])
+        x0 = np.array([initial.get(k, 0.0) if r else np.log(initial.get(k, 1.0))
+                       for k, r in zip(names, is_real, strict=True)])  # fmt: skip
     w_total = float(w.sum())
+
+    def natural(theta: np.ndarray) -> np.ndarray:
+        return np.where(is_real, theta, np.exp(np.where(is_real, 0.0, theta)))
 
     def neg_ll(theta: np.ndarray) -> float:
         with np.errstate(all="ignore"):
-            value = -float(np.sum(w * logp(*np.exp(theta), *data)))
+            value = -float(np.sum(w * logp(*natural(theta), *data)))
         # A non-finite value only happens at absurd parameters; a large finite value keeps
         # the line search inside the region where the density is defined.
         return value if np.isfinite(value) else 1e300
@@ -173,13 +183,14 @@ def _fit(
         se_log = np.full(len(names), np.nan)
         pos_def = False
     inside = bool(np.all(np.abs(theta) < LOG_BOUND - 1e-6))
-    est = np.exp(theta)
+    est = natural(theta)
+    se = np.where(is_real, se_log, est * se_log)  # a real parameter's se is its own
     return MLEResult(
         model=model,
         params={k: float(v) for k, v in zip(names, est, strict=True)},
         log_likelihood=-neg_ll(theta),
         se_log={k: float(v) for k, v in zip(names, se_log, strict=True)},
-        se={k: float(v) for k, v in zip(names, est * se_log, strict=True)},
+        se={k: float(v) for k, v in zip(names, se, strict=True)},
         converged=bool(res.success) and inside and pos_def,
         n_customers=int(np.count_nonzero(w)),
         message=str(res.message),
@@ -217,8 +228,14 @@ def fit_mle(
         # the Bayesian builder leaves the same customers out, so both fits use the same data
         warnings.warn(f"fit_mle({fam.name!r}): {message}.", UserWarning, stacklevel=3)
     view = fam.mle_view()
+    # Optional family hooks (covariate families): ``real_params`` are optimised as they
+    # are instead of on the log scale; ``report_mle(res)`` maps the result from the scale
+    # the view optimises on (e.g. standardised covariates) to the family's own.
     res = _fit(fam.name, view.params, view.logp, rows.columns, w[rows.mask], initial,
-               hessian_step)  # fmt: skip
+               hessian_step, tuple(getattr(view, "real_params", ())))  # fmt: skip
+    report = getattr(view, "report_mle", None)
+    if report is not None:
+        res = report(res)
     fixed = fam.fixed_params()
     if fixed:  # structural constants (CNBD-k's k): reported with the estimates, no SE
         res = replace(res, params={**res.params, **fixed})

@@ -15,6 +15,8 @@ from bayesclv.families.bgnbd import BGNBD, MBGNBD
 from bayesclv.families.cnbd import BGCNBD, MBGCNBD
 from bayesclv.families.gamma_gamma import GAMMA_GAMMA
 from bayesclv.families.pareto_nbd import PARETO_NBD
+from bayesclv.families.pareto_nbd_cov import PARETO_NBD_COV
+from bayesclv.families.pareto_nbd_dyncov import PARETO_NBD_DYNCOV
 from bayesclv.families.sbg import BDW, SBG
 
 __all__ = [
@@ -40,6 +42,8 @@ FAMILIES: dict[str, Family] = {
         BGBB,
         SBG,
         BDW,
+        PARETO_NBD_COV,
+        PARETO_NBD_DYNCOV,
     )
 }
 
