@@ -191,6 +191,7 @@ def run_bayes(rfm, families, poolings, args) -> tuple[dict, dict, dict]:
                             random_seed=args.seed, progressbar=False)
             except Exception as exc:
                 results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"    failed: {results[key]['error'][:300]}", flush=True)
                 continue
             secs = time.perf_counter() - t0
             rep = convergence_report(idata)
@@ -301,7 +302,16 @@ def markdown(info, sets: dict, args) -> str:
                 same = all(abs(a - b) < 5e-4 for a, b in
                            zip((r["MAE"], r["RMSE"], r["BIAS"]), p[:3], strict=True)
                            if b is not None)
-                checks.append(f"{col}: {'reproduced to 3 decimals' if same else 'DIFFERS'}")
+                if same:
+                    verdict = "reproduced to 3 decimals"
+                elif "CNBD" in col:
+                    # the published CNBD-k forecasts use BTYDplus's approximation of the
+                    # conditional expectation; ours is exact (benchmarks/results/cnbd_mle.md
+                    # reproduces the published figures with the approximation)
+                    verdict = "differs: exact expectation vs BTYDplus's approximation"
+                else:
+                    verdict = "DIFFERS"
+                checks.append(f"{col}: {verdict}")
         if checks:
             lines += ["MLE reproduction (MAE, RMSE, BIAS): " + "; ".join(checks) + ".", ""]
         rows = []

@@ -240,6 +240,14 @@ class BGBBFamily(PurchaseFamily):
         return {"logit_purchase": 0.0, "log_purchase_concentration": math.log(2.0),
                 "logit_dropout": math.log(0.25), "log_dropout_concentration": math.log(3.0)}
 
+    def not_applicable(self, rfm) -> str | None:
+        """Discrete-time data only: whole opportunities, at most one per period."""
+        try:
+            self.model_rows(rfm)
+        except ModelSpecificationError as exc:
+            return str(exc).split(";")[0]
+        return None
+
     def model_rows(self, rfm) -> ModelRows:
         """Every customer; recency and ``T`` must be whole opportunities with
         ``frequency <= recency``."""

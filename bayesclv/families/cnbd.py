@@ -436,6 +436,13 @@ class CNBDFamily(PurchaseFamily):
         """The family with the maximum-likelihood ``k`` on ``rfm`` (:func:`choose_k`)."""
         return self.with_k(choose_k(rfm, self, max_k=max_k))
 
+    def not_applicable(self, rfm) -> str | None:
+        """Needs each customer's sum of log inter-purchase times (``rfm.litt``)."""
+        if getattr(rfm, "litt", None) is None:
+            return ("needs rfm.litt, the sum of log inter-purchase times (rfm_summary "
+                    "computes it; round_times drops it)")
+        return None
+
     def resolve(self, rfm) -> CNBDFamily:
         """This family if it fixes ``k``, else :meth:`for_data` (a hook for the builder and
         ``fit_mle`` to choose ``k`` themselves)."""
