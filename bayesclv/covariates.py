@@ -82,7 +82,7 @@ def _check_ids(ids: pd.Series, col: str, what: str) -> None:
 
 
 def _numeric_columns(
-    frame: pd.DataFrame, columns: Sequence[str], what: str, labels: pd.Index
+    frame: pd.DataFrame, columns: Sequence[str], what: str, labels: pd.Index, word: str = "rows"
 ) -> tuple[list[str], np.ndarray]:
     """Columns as float64 (text/categorical -> k - 1 dummies), checked finite."""
     names: list[str] = []
@@ -97,7 +97,7 @@ def _numeric_columns(
             if bad.any():
                 raise DataValidationError(
                     f"{what}: column '{col}' has {int(bad.sum())} missing or non-finite "
-                    f"values (rows {describe_rows(labels[bad])}). Fill them (e.g. with 0 "
+                    f"values ({word} {describe_rows(labels[bad])}). Fill them (e.g. with 0 "
                     f"and an indicator column) before joining."
                 )
             names.append(col)
@@ -106,7 +106,7 @@ def _numeric_columns(
         if s.isna().any():
             bad = s.isna().to_numpy()
             raise DataValidationError(
-                f"{what}: column '{col}' has {int(bad.sum())} missing values (rows "
+                f"{what}: column '{col}' has {int(bad.sum())} missing values ({word} "
                 f"{describe_rows(labels[bad])}). Fill them with a level such as 'unknown'."
             )
         levels = sorted(pd.unique(s.astype(str)))
@@ -247,7 +247,7 @@ class StaticCovariates:
                 f"customer, or use TimeVaryingCovariates for values that change over time."
             )
         labels = pd.Index(ids.to_numpy())
-        names, values = _numeric_columns(frame, cols, what, labels)
+        names, values = _numeric_columns(frame, cols, what, labels, "customers")
         values.setflags(write=False)
         return cls(ids.to_numpy(), tuple(names), values)
 
@@ -266,7 +266,10 @@ def _period_grid(dates: np.ndarray, freq: str | None, what: str) -> tuple[pd.Dat
                 f"{what}: {len(grid)} distinct period start(s); at least 3 are needed to "
                 f"infer the period length. Pass freq= (e.g. 'W-SUN', 'MS', 'D')."
             )
-        freq = pd.infer_freq(grid)
+        with warnings.catch_warnings():  # pandas 3 warns that it will return an offset
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(grid)
+        freq = getattr(freq, "freqstr", freq)
         if freq is None:
             gaps = np.diff(grid.values).astype("timedelta64[D]").astype(int)
             common = np.bincount(gaps).argmax()
@@ -435,6 +438,7 @@ class TimeVaryingCovariates:
             cov = covered[np.ix_(ri, ki)] | tab.covered
             covered[np.ix_(ri, ki)] = cov
         frame = self._long(ids, full, values, covered)
+        frame = frame.rename(columns={f"__c{j}": c for j, c in enumerate(self.columns)})
         return TimeVaryingCovariates.from_frame(
             frame, customer_col="customer_id", date_col="period_start", freq=self.freq
         )
@@ -581,7 +585,7 @@ def calendar_covariates(
         out["high_season"] = share(np.isin(month, list(high_season)))
     if fourier:
         mid = grid + (stop - grid) / 2
-        d = mid.dayofyear.to_numpy() - 1 + (mid.hour.to_numpy() / 24.0)
+        d = mid.day_of_year.to_numpy() - 1 + (mid.hour.to_numpy() / 24.0)
         for k in range(1, int(fourier) + 1):
             out[f"sin_{k}"] = np.sin(2 * np.pi * k * d / year_days)
             out[f"cos_{k}"] = np.cos(2 * np.pi * k * d / year_days)

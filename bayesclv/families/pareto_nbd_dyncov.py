@@ -108,8 +108,9 @@ def _cumsum(m, x):
 
 def _linear(m, coefs, z):
     """``sum_j coefs[j] * z[..., j]`` with each coefficient broadcast over the last
-    (period) axis of ``z[..., j]`` (coefficients are scalars or per-row ``(m,)``)."""
-    eta = 0.0
+    (period) axis of ``z[..., j]`` (coefficients are scalars or per-row ``(m,)``);
+    zeros of ``z.shape[:-1]`` when there are no covariates."""
+    eta = np.zeros(np.shape(z)[:-1])
     for j, g in enumerate(coefs):
         g = m.expand(g) if getattr(g, "ndim", 0) else g
         eta = eta + g * z[..., j]
