@@ -20,9 +20,9 @@ where ``S`` is the sum of ``z`` over the customer's repeat purchases (each purch
 rate enters the likelihood: the exact purchase times matter only through ``S``). The
 first term is "alive at T", the second "dropped out at tau". CLVTools evaluates each
 period's piece of the integral as a difference of two Gauss hypergeometric functions;
-here each piece is integrated by Gauss-Legendre quadrature in ``u = log(alpha + B(tau))``
-(within a piece ``B`` and ``D`` are linear, the integrand is smooth and log-concave in
-``u``), ``N_NODES`` nodes per piece; written once for NumPy and PyTensor. With all
+here each piece is integrated by Gauss-Legendre quadrature
+(within a piece ``B`` and ``D`` are linear; see ``N_NODES`` for the map and its measured
+accuracy); written once for NumPy and PyTensor. With all
 coefficients 0 it is exactly the stationary Pareto/NBD likelihood (tested against
 :func:`~bayesclv.families.pareto_nbd.pareto_nbd_logp`); on CLVTools' apparel data it
 matches CLVTools' per-customer values (``tests/test_family_pareto_cov.py``).
@@ -57,13 +57,22 @@ from bayesclv.ops import NUMPY, ops_for
 
 __all__ = ["PARETO_NBD_DYNCOV", "ParetoNBDDynCovFamily", "dyncov_terms", "simulate_dyncov"]
 
-#: Quadrature of each covariate period's piece of the dropout integral: ``N_PANELS``
-#: panels of ``N_NODES`` Gauss-Legendre nodes, equal in ``w = log(d + v)`` (``d`` the
-#: distance to the nearer branch point, so panels are geometric in ``v``), over the part
-#: of the piece where the (decreasing) integrand is within ``E_FOLDS`` e-folds of its
-#: start. Measured against ``scipy.integrate.quad`` (tests/test_family_pareto_cov.py).
+#: Quadrature of each covariate period's piece of the dropout integral. Within a piece
+#: the integrand is ``(al + v)^-p (be + v)^-q`` (``p = r + x``, ``q = s + 1``; ``al``,
+#: ``be`` the scales at the piece start over the multipliers) and decreasing; it is
+#: integrated over the part where it is within ``E_FOLDS`` e-folds of its start, in
+#: ``w = log(d + v)`` (``d = min(al, be)``, the nearer branch point) with the partial
+#: exponential map ``y = 1 - exp(-kappa w)``, ``kappa`` = the initial log-slope /
+#: ``UNDER_MAP`` (as for the stationary model, :mod:`bayesclv.families.pareto_nbd`), by
+#: ``N_PANELS`` x ``N_NODES`` Gauss-Legendre nodes. Measured against
+#: ``scipy.integrate.quad`` of the integral (300 random customers, periods up to 4.4
+#: units, multipliers e^-4 .. e^4, x up to 60): worst relative error of the
+#: log-likelihood 3e-7 with 8 nodes where rates per period reach 50, 9e-9 where they stay
+#: below about 3 (1e-10 and 7e-12 with 12 nodes); on CLVTools' apparel data (weekly
+#: periods) it agrees with CLVTools' closed form to 1e-11. ``UNDER_MAP`` was chosen on
+#: those cases (1.5 .. 8 tried: 6 is best at 8-12 nodes).
 N_PANELS = 1
-N_NODES = 12
+N_NODES = 8
 E_FOLDS = 40.0
 UNDER_MAP = 6.0
 _XI, _W = np.polynomial.legendre.leggauss(N_NODES)
