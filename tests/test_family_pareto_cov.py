@@ -444,3 +444,25 @@ def test_seasonal_logs_dynamic_model_holdout_bias_within_3_percent():
     truth = {"r": 0.8, "alpha": 8.0, "s": 0.6, "beta": 40.0, "gamma_purchase_high_season": 1.0}
     for name, value in truth.items():
         assert abs(res.params[name] - value) < 1.881 * res.se[name], name
+
+
+@needs_data
+def test_dyncov_consumer_methods_accept_both_draw_layouts_and_reduce_to_pareto_nbd(dyn_rfm):
+    fam = PARETO_NBD_DYNCOV.resolve(dyn_rfm)
+    idx = np.arange(6)
+    x, tx, T = dyn_rfm.frequency[idx].astype(float), dyn_rfm.recency[idx], dyn_rfm.T[idx]
+    cov = fam.customer_data(dyn_rfm, idx, horizon=26.0)
+    th = _dyn_th(CLV_DYN["mle"])
+    one = fam.p_alive(th, x, tx, T, **cov)
+    last = fam.p_alive({k: np.full((3, 6), v) for k, v in th.items()}, x, tx, T, **cov)
+    rows = fam.p_alive_rows({k: np.full((1, 4), v) for k, v in th.items()}, x, tx, T, **cov)
+    np.testing.assert_allclose(last, np.broadcast_to(one, (3, 6)), rtol=1e-13)
+    np.testing.assert_allclose(rows, np.broadcast_to(one[:, None], (6, 4)), rtol=1e-13)
+    # with every effect 0 the predictions are Pareto/NBD's
+    th0 = {**th, **{g: 0.0 for g in fam.scales.gammas}}
+    np.testing.assert_allclose(fam.p_alive(th0, x, tx, T, **cov),
+                               PARETO_NBD.p_alive(th0, x, tx, T), rtol=1e-10)
+    np.testing.assert_allclose(fam.expected_alive(th0, x, T, 26.0, **cov),
+                               PARETO_NBD.expected_alive(th0, x, T, 26.0), rtol=1e-12)
+    with pytest.raises(ModelSpecificationError, match="covers 26"):
+        fam.expected_alive(th, x, T, 30.0, **cov)

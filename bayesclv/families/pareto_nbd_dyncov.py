@@ -288,22 +288,55 @@ class ParetoNBDDynCovFamily(ParetoNBDCovFamily):
                 f"**family.customer_data(rfm, idx, horizon=...)."
             )
 
+    def _columns(self, th, x, *data):
+        """Per-customer views of parameters and data broadcast together (the base.py
+        layouts: customers on the last axis of ``(n_draws, n)`` arrays, or on the first
+        of ``(m, n_draws)`` ones with ``x`` of shape ``(m, 1)``): an iterator over the
+        other positions, yielding flat ``(m,)`` parameters and data, and a function
+        putting ``(m,)`` results back in the broadcast shape."""
+        arrays = [np.asarray(v, dtype=np.float64) for v in (x, *data, *th.values())]
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        if len(shape) == 0:
+            shape = (1,)
+        axis = 0 if (np.ndim(x) == len(shape) >= 2 and np.shape(x)[-1] == 1) else -1
+        moved = [np.moveaxis(np.broadcast_to(a, shape), axis, 0).reshape(shape[axis], -1)
+                 for a in arrays]  # fmt: skip
+        keys = list(th)
+        n_cols = moved[0].shape[1]
+
+        def cols():
+            for c in range(n_cols):
+                vals = [a[:, c] for a in moved]
+                par = dict(zip(keys, vals[1 + len(data):], strict=True))
+                par["gp"] = [par[gamma_name("purchase", n)] for n in self.scales.purchase]
+                par["gd"] = [par[gamma_name("dropout", n)] for n in self.scales.dropout]
+                yield c, vals[0], vals[1:1 + len(data)], par
+
+        def put(out, c, val):
+            out[:, c] = val
+
+        def back(out):
+            sh = (shape[axis], *[d for k, d in enumerate(shape) if k != axis % len(shape)])
+            return np.moveaxis(out.reshape(sh), 0, axis).reshape(shape)
+
+        return cols, put, back, (shape[axis], n_cols)
+
+    def _terms(self, th, x, t_x, T, pieces):
+        cols, put, back, size = self._columns(th, x, t_x, T)
+        la_out, ll_out = np.empty(size), np.empty(size)
+        for c, xx, (tx, TT), a in cols():
+            rows = np.arange(size[0])
+            lc, la, ld, gap = dyncov_terms(a["r"], a["alpha"], a["s"], a["beta"], a["gp"],
+                                           a["gd"], xx, tx, TT, *_take(pieces, rows))
+            put(la_out, c, lc + la)
+            put(ll_out, c, lc + la + np.where(gap, np.logaddexp(0.0, ld - la), 0.0))
+        return back(la_out), back(ll_out)
+
     def log_p_alive(self, th, x, t_x, T, pieces=None, future=None) -> np.ndarray:
         """``log P(alive at T) = log_const + log_alive - log L`` (one implementation)."""
         self._need(pieces, "P(alive)")
-        gp, gd = self._coefs(th)
-        shape = np.broadcast_shapes(*(np.shape(v) for v in th.values()), np.shape(x))
-        out = np.empty(shape)
-        args = _per_customer(th, x, t_x, T, shape, self.scales)
-        for col in range(shape[-1] if len(shape) == 2 else 1):
-            a = args(col)
-            lc, la, ld, gap = dyncov_terms(a["r"], a["alpha"], a["s"], a["beta"], a["gp"],
-                                           a["gd"], a["x"], a["t_x"], a["T"],
-                                           *_take(pieces, a["rows"]))  # fmt: skip
-            ll = la + np.where(gap, np.logaddexp(0.0, ld - la), 0.0)
-            val = np.minimum(la - ll, 0.0)
-            _put(out, col, a, val)
-        return out
+        alive, ll = self._terms(th, x, t_x, T, pieces)
+        return np.minimum(alive - ll, 0.0)
 
     def p_alive(self, th, x, t_x, T, **cov) -> np.ndarray:
         return np.exp(self.log_p_alive(th, x, t_x, T, **cov))
@@ -312,20 +345,37 @@ class ParetoNBDDynCovFamily(ParetoNBDCovFamily):
         x = np.asarray(x, dtype=np.float64)[:, None]
         return self.p_alive(th, x, np.asarray(t_x)[:, None], np.asarray(T)[:, None], **cov)
 
-    def _posterior_scales(self, th, x, pieces, shape):
-        """``(r + x, alpha + B(T), s, beta + D(T))`` per element of ``shape``."""
-        out = {k: np.empty(shape) for k in ("n", "A", "s", "Q")}
-        args = _per_customer(th, x, x, x, shape, self.scales)
-        for col in range(shape[-1] if len(shape) == 2 else 1):
-            a = args(col)
-            st, ln, zp, zd, _ = _take(pieces, a["rows"])
-            B_T = np.sum(np.exp(_linear(NUMPY, a["gp"], zp)) * ln, axis=-1)
-            D_T = np.sum(np.exp(_linear(NUMPY, a["gd"], zd)) * ln, axis=-1)
-            _put(out["n"], col, a, a["r"] + a["x"])
-            _put(out["A"], col, a, a["alpha"] + B_T)
-            _put(out["s"], col, a, np.broadcast_to(a["s"], B_T.shape))
-            _put(out["Q"], col, a, a["beta"] + D_T)
-        return out
+    def _future_sums(self, th, x, T, t, pieces, future, bound: bool):
+        """``E[X(T, T+t) | alive]`` (or, with ``bound``, its no-dropout upper bound)."""
+        self._need(pieces, "expected purchases")
+        self._need(future, "expected purchases (the future covariate path)")
+        cols, put, back, size = self._columns(th, x, T, t)
+        out = np.empty(size)
+        st, ln = future.start, future.length
+        for c, xx, (_, tt), a in cols():
+            if np.any(tt > future.horizon + 1e-9):
+                raise ModelSpecificationError(
+                    f"{self.label}: asked for {float(tt.max()):g} time units ahead but the "
+                    f"future covariate path covers {future.horizon:g}; pass a longer horizon "
+                    f"to customer_data."
+                )
+            _, ln_c, zp, zd, _ = _take(pieces, np.arange(size[0]))
+            A = a["alpha"] + np.sum(np.exp(_linear(NUMPY, a["gp"], zp)) * ln_c, axis=-1)
+            Q = a["beta"] + np.sum(np.exp(_linear(NUMPY, a["gd"], zd)) * ln_c, axis=-1)
+            hk = np.clip(np.minimum(st + ln, tt[:, None]) - st, 0.0, None)
+            ak = np.exp(_linear(NUMPY, a["gp"], future.z_purchase))
+            if bound:
+                put(out, c, (a["r"] + xx) / A * np.sum(ak * hk, axis=-1))
+                continue
+            ck = np.exp(_linear(NUMPY, a["gd"], future.z_dropout))
+            Dk = np.cumsum(ck * hk, axis=-1) - ck * hk
+            s = a["s"][:, None]
+            base = Q[:, None] + Dk
+            L = np.log1p(ck * hk / base)
+            piece = (ak / ck * np.exp(s * np.log(Q[:, None]) + (1.0 - s) * np.log(base))
+                     * expm1_ratio(s - 1.0, L))  # fmt: skip
+            put(out, c, (a["r"] + xx) / A * piece.sum(axis=-1))
+        return back(out)
 
     def expected_alive(self, th, x, T, t, pieces=None, future=None) -> np.ndarray:
         """Given alive at ``T``, ``lambda ~ Gamma(r + x, alpha + B(T))`` and ``mu ~
@@ -334,68 +384,27 @@ class ParetoNBDDynCovFamily(ParetoNBDCovFamily):
         D(T)``, ``D_k`` the dropout multiplier integrated from ``T`` to piece ``k``), each
         ``(a_k / c_k) Q^s (Q + D_k)^(1-s) R(s - 1, log1p(c_k h_k / (Q + D_k)))`` with
         ``R(e, L) = (1 - exp(-e L)) / e`` (:func:`~bayesclv.numerics.expm1_ratio`)."""
-        self._need(pieces, "expected purchases")
-        self._need(future, "expected purchases (the future covariate path)")
-        shape = np.broadcast_shapes(*(np.shape(v) for v in th.values()), np.shape(x),
-                                    np.shape(t))  # fmt: skip
-        post = self._posterior_scales(th, x, pieces, shape)
-        t = np.broadcast_to(np.asarray(t, dtype=np.float64), shape)
-        out = np.empty(shape)
-        args = _per_customer(th, x, x, x, shape, self.scales)
-        for col in range(shape[-1] if len(shape) == 2 else 1):
-            a = args(col)
-            rows = a["rows"]
-            tt = _get(t, col, a)
-            if np.any(tt > future.horizon + 1e-9):
-                raise ModelSpecificationError(
-                    f"{self.label}: asked for {float(tt.max()):g} {'time units'} ahead but the "
-                    f"future covariate path covers {future.horizon:g}; pass a longer horizon "
-                    f"to customer_data."
-                )
-            st, ln = future.start[rows], future.length[rows]
-            hk = np.clip(np.minimum(st + ln, tt[:, None]) - st, 0.0, None)
-            ak = np.exp(_linear(NUMPY, a["gp"], future.z_purchase[rows]))
-            ck = np.exp(_linear(NUMPY, a["gd"], future.z_dropout[rows]))
-            Dk = np.cumsum(ck * hk, axis=-1) - ck * hk
-            Q = _get(post["Q"], col, a)[:, None]
-            s = _get(post["s"], col, a)[:, None]
-            base = Q + Dk
-            L = np.log1p(ck * hk / base)
-            piece = (
-                ak / ck * np.exp(s * np.log(Q) + (1.0 - s) * np.log(base)) * expm1_ratio(s - 1.0, L)
-            )
-            val = _get(post["n"], col, a) / _get(post["A"], col, a) * piece.sum(axis=-1)
-            _put(out, col, a, val)
-        return out
+        return self._future_sums(th, x, T, t, pieces, future, bound=False)
 
     def expected_alive_bounds(self, th, x, T, t, pieces=None, future=None):
         """``0 <= E <= (r + x)/(alpha + B(T)) int_0^t a(u) du`` (no dropout)."""
-        est = self.expected_alive(th, x, T, t, pieces=pieces, future=future)
-        shape = est.shape
-        post = self._posterior_scales(th, x, pieces, shape)
-        t = np.broadcast_to(np.asarray(t, dtype=np.float64), shape)
-        up = np.empty(shape)
-        args = _per_customer(th, x, x, x, shape, self.scales)
-        for col in range(shape[-1] if len(shape) == 2 else 1):
-            a = args(col)
-            rows = a["rows"]
-            st, ln = future.start[rows], future.length[rows]
-            hk = np.clip(np.minimum(st + ln, _get(t, col, a)[:, None]) - st, 0.0, None)
-            ak = np.exp(_linear(NUMPY, a["gp"], future.z_purchase[rows]))
-            _put(up, col, a, _get(post["n"], col, a) / _get(post["A"], col, a)
-                 * np.sum(ak * hk, axis=-1))  # fmt: skip
-        return np.zeros(shape), up
+        up = self._future_sums(th, x, T, t, pieces, future, bound=True)
+        return np.zeros_like(up), up
 
     def latent_given_alive(self, th, x, T, rng, pieces=None, future=None):
         """The base rates: ``lambda ~ Gamma(r + x, alpha + B(T))``, ``mu ~ Gamma(s, beta +
         D(T))`` (they scale the covariate multipliers of the future path)."""
         self._need(pieces, "latent rates")
-        shape = np.broadcast_shapes(*(np.shape(v) for v in th.values()), np.shape(x))
-        post = self._posterior_scales(th, x, pieces, shape)
-        return {
-            "lam": rng.gamma(post["n"], 1.0 / post["A"]),
-            "mu": rng.gamma(post["s"], 1.0 / post["Q"]),
-        }
+        cols, put, back, size = self._columns(th, x, T)
+        A, Q, n, s = (np.empty(size) for _ in range(4))
+        for c, xx, _, a in cols():
+            _, ln_c, zp, zd, _ = _take(pieces, np.arange(size[0]))
+            put(A, c, a["alpha"] + np.sum(np.exp(_linear(NUMPY, a["gp"], zp)) * ln_c, -1))
+            put(Q, c, a["beta"] + np.sum(np.exp(_linear(NUMPY, a["gd"], zd)) * ln_c, -1))
+            put(n, c, a["r"] + xx)
+            put(s, c, a["s"])
+        A, Q, n, s = map(back, (A, Q, n, s))
+        return {"lam": rng.gamma(n, 1.0 / A), "mu": rng.gamma(s, 1.0 / Q)}
 
     def window_log_pmf(self, latent, y, h):
         raise NotImplementedError(
@@ -409,42 +418,9 @@ class ParetoNBDDynCovFamily(ParetoNBDCovFamily):
         )
 
 
-def _per_customer(th, x, t_x, T, shape, scales):
-    """Iterate draw columns of ``(m, n_draws)`` (or 1-D) arrays: for column ``col`` the
-    customers' rows, their data and the parameters of that column, flat ``(m,)``."""
-    m = shape[0] if shape else 1
-    two = len(shape) == 2
-
-    def col_of(v, col):
-        v = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
-        return v[:, col] if two else v
-
-    def args(col):
-        out = {k: col_of(v, col) for k, v in th.items()}
-        out["x"], out["t_x"], out["T"] = col_of(x, col), col_of(t_x, col), col_of(T, col)
-        out["rows"] = np.arange(m)
-        out["gp"] = [out[gamma_name("purchase", c)] for c in scales.purchase]
-        out["gd"] = [out[gamma_name("dropout", c)] for c in scales.dropout]
-        out["col"], out["two"] = col, two
-        return out
-
-    return args
-
-
 def _take(pieces, rows):
     return (pieces["start"][rows], pieces["length"][rows], pieces["z_purchase"][rows],
             pieces["z_dropout"][rows], pieces["at_purchase"][rows])  # fmt: skip
-
-
-def _put(out, col, a, val):
-    if a["two"]:
-        out[:, col] = val
-    else:
-        out[...] = val
-
-
-def _get(arr, col, a):
-    return arr[:, col] if a["two"] else arr
 
 
 # --------------------------------------------------------------------------- simulation
