@@ -466,3 +466,15 @@ def test_dyncov_consumer_methods_accept_both_draw_layouts_and_reduce_to_pareto_n
                                PARETO_NBD.expected_alive(th0, x, T, 26.0), rtol=1e-12)
     with pytest.raises(ModelSpecificationError, match="covers 26"):
         fam.expected_alive(th, x, T, 30.0, **cov)
+
+
+def test_an_unbound_family_refuses_to_predict_rather_than_ignore_the_covariates(static_sim):
+    rfm, truth = static_sim
+    cov = PARETO_NBD_COV.resolve(rfm).customer_data(rfm, np.arange(3))
+    x = rfm.frequency[:3].astype(float)
+    with pytest.raises(ModelSpecificationError, match="from_draws"):
+        PARETO_NBD_COV.p_alive(truth, x, rfm.recency[:3], rfm.T[:3], **cov)
+    bound = PARETO_NBD_COV.from_draws(truth)
+    ref = PARETO_NBD_COV.resolve(rfm).p_alive(truth, x, rfm.recency[:3], rfm.T[:3], **cov)
+    np.testing.assert_allclose(bound.p_alive(truth, x, rfm.recency[:3], rfm.T[:3], **cov), ref)
+    assert PARETO_NBD_COV.resolve(rfm).row_key(rfm)[0].shape == (rfm.n_customers,)

@@ -347,20 +347,34 @@ class ParetoNBDCovFamily(PurchaseFamily):
         return {**PARETO_NBD.mle_start(), **dict.fromkeys(self.scales.coefs, 0.0)}
 
     # -- consumers: per-customer covariates as keyword arguments ------------------------
-    def customer_data(self, rfm, idx=None) -> dict:
+    def customer_data(self, rfm, idx=None, *, horizon=None, table=None) -> dict:
         """The keyword arguments consumers pass to the methods below for the customers
         ``idx`` (positions in ``rfm``; default all): ``z_purchase``, ``z_dropout`` of
-        shape ``(len(idx), p)``."""
+        shape ``(len(idx), p)``. ``horizon`` and ``table`` are accepted for a uniform
+        call with the time-varying family (static covariates need no future path)."""
         design = self._design(rfm)
         rows = design.rows(rfm.customer_id)
         if idx is not None:
             rows = rows[np.asarray(idx)]
         return {"z_purchase": design.z_purchase[rows], "z_dropout": design.z_dropout[rows]}
 
+    def row_key(self, rfm) -> tuple[np.ndarray, ...]:
+        """Columns that, with ``(segment, x, T)``, identify customers whose predictions are
+        equal (for consumers that compute once per distinct row, e.g. the CLV engine's
+        tables): the covariate values."""
+        kw = self.customer_data(rfm)
+        return tuple(kw["z_purchase"].T) + tuple(kw["z_dropout"].T)
+
     def individual(self, th: Mapping, like, z_purchase=None, z_dropout=None) -> dict:
         """``th`` with each customer's own ``alpha_i``, ``beta_i`` (Pareto/NBD's
         parameters): ``z_*`` are ``(m, p)`` and are laid out like the data array
         ``like`` (``(m,)`` or ``(m, 1)``)."""
+        if not self.bound:
+            raise ModelSpecificationError(
+                f"{self.label}: this family object has no coefficients bound, so it would "
+                f"ignore the covariates; use FAMILIES[{self.name!r}].from_draws(draws) (the "
+                f"draws must carry the gamma_* coefficients) or .resolve(rfm)."
+            )
         if z_purchase is None or z_dropout is None:
             raise ModelSpecificationError(
                 f"{self.label}: pass each customer's covariates, "

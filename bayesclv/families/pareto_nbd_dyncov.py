@@ -281,6 +281,11 @@ class ParetoNBDDynCovFamily(ParetoNBDCovFamily):
             out["future"] = design.future(horizon, table=table, rows=rows)
         return out
 
+    def row_key(self, rfm) -> tuple[np.ndarray, ...]:
+        """Columns that, with ``(segment, x, T)``, identify customers with equal predictions:
+        each customer's own covariate path, i.e. its row (no two customers share one)."""
+        return (self._design(rfm).rows(rfm.customer_id).astype(np.float64),)
+
     def _need(self, pieces, what):
         if pieces is None:
             raise ModelSpecificationError(
