@@ -27,8 +27,14 @@ covariates; both are mapped back exactly (the map is linear on the log scale, so
 maximum-likelihood standard errors map exactly too).
 
 Consumers (predictions, CLV) pass each customer's covariates to the family methods as
-keyword arguments: ``family.customer_data(rfm, idx)`` returns them (``z_purchase``,
-``z_dropout`` of shape ``(len(idx), p)``); every method that takes ``th`` accepts them.
+keyword arguments, as they pass ``**family.recency(t_x)``:
+``family.customer_data(rfm, idx, horizon=h)`` returns them (here ``z_purchase``,
+``z_dropout`` of shape ``(len(idx), p)``; the time-varying family adds the calibration
+pieces and the future path of the horizon) and every method that takes ``th`` accepts
+them; ``family.row_key(rfm)`` gives the columns that, with ``(segment, x, T)``, identify
+customers with equal predictions (for tables computed once per distinct row). The
+consumers hold the family bound to the draws' coefficients, ``FAMILIES[name].from_draws(
+draws)`` (an unbound family refuses to predict rather than ignore the covariates).
 """
 
 from __future__ import annotations
