@@ -1,4 +1,8 @@
-"""The ``bayesclv`` command line: fit, score/export, and a demo on the built-in CDNOW data.
+"""The ``bayesclv`` command line: argument parsing, one-line errors and exit statuses.
+
+What each command does lives in :mod:`bayesclv.workflow` (fit, load, score, export) and
+:mod:`bayesclv.report` (the analyst's report); this module parses the arguments, says
+every failure in one line and returns the exit status.
 
 Exit status: 0 success; 2 bad input or options, or an output that cannot be written
 (one line on stderr says what to do, naming the flag that fixes it); 3 a fit failed its
@@ -19,39 +23,54 @@ import errno
 import json
 import math
 import os
+import re
 import sys
-import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+
+from bayesclv import workflow
+from bayesclv.workflow import (  # noqa: F401  (the public names of the old cli module)
+    FIT_FILES,
+    FitSettings,
+    ReadOptions,
+    ScoreOptions,
+    check_outputs,
+    load_fit_dir,
+)
 
 EXAMPLES = """
 examples:
-  # the built-in CDNOW demo: partial pooling over acquisition months, BG/NBD + Gamma-Gamma
+  # the built-in CDNOW demo: BG/NBD, MBG/NBD and Pareto/NBD compared, partial pooling
+  # over acquisition months, Gamma-Gamma spend, report and plots
   bayesclv demo --out bayesclv-output
 
-  # fit your own log (CSV or Parquet), segment by channel, 39 weeks of calibration
+  # fit your own log (CSV, Excel or Parquet), segment by channel; the purchase model is
+  # chosen by PSIS-LOO among the applicable families (--model auto, the default)
   bayesclv fit orders.csv --customer-col user --date-col ts --amount-col revenue \\
       --segment-col channel --calibration-end 2024-09-30 --time-unit week --out fits/
 
-  # score and export CLV credible intervals: one year, 10%/year discount, 30% margin
-  bayesclv score fits/ --horizon 52 --discount-rate 0.10 --discount-period 52 \\
-      --margin 0.3 --out clv.xlsx
+  # a European CSV: ';' between fields, decimal commas, day-first dates
+  bayesclv fit orders.csv --sep ';' --decimal , --date-format %d/%m/%Y \\
+      --customer-col kunde --date-col datum --amount-col betrag --out fits/
+
+  # score and export: one workbook (customers, segments, about); one year, 10%/year
+  # discount (the defaults follow the time unit), 30% margin, amounts in EUR
+  bayesclv score fits/ --margin 0.3 --currency EUR --out clv.xlsx
+
+  # the report an analyst can send: holdout check, plots, one-page HTML and PNG
+  bayesclv report fits/ --log orders_until_today.csv --out report/
+
+notes:
+  PyTensor's warning that it could not link to a BLAS library is silenced here (it
+  only means slower compiled code, not different results); BAYESCLV_DEBUG=1 shows it,
+  and shows the traceback of an internal error.
 """
 
 EXIT_BAD_INPUT = 2
 EXIT_BAD_FIT = 3
 EXIT_INTERNAL = 1
-
-#: What ``bayesclv fit`` writes into its folder; ``manifest.json`` seals them all.
-FIT_FILES = (
-    "purchase_fit.nc",
-    "spend_fit.nc",
-    "customers.parquet",
-    "diagnostics.txt",
-    "diagnostics.json",
-    "settings.json",
-)
+_BLAS = "PyTensor could not link to a BLAS"
 
 
 def _default_sampler() -> str:
@@ -61,554 +80,14 @@ def _default_sampler() -> str:
     return "nutpie" if importlib.util.find_spec("nutpie") is not None else "pymc"
 
 
-def _log(msg: str) -> None:
-    print(f"[bayesclv {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+def _purchase_models() -> list[str]:
+    from bayesclv.families import purchase_families
+
+    return purchase_families()
 
 
-@dataclass(frozen=True)
-class FitSettings:
-    """What ``fit`` needs, in one frozen object (also written to ``settings.json``)."""
-
-    model: str = "bgnbd"
-    pooling: str = "partial"
-    sampler: str = "pymc"
-    draws: int = 1000
-    tune: int = 1000
-    chains: int = 4
-    target_accept: float = 0.9
-    random_seed: int = 2024
-    progressbar: bool = True
-    nutpie_backend: str = "numba"
-
-
-_BUILDERS = {"bgnbd", "mbgnbd", "pareto_nbd"}
-
-
-def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool) -> dict:
-    """Fit the purchase model and Gamma-Gamma, save both, and return the run summary."""
-    from bayesclv import models
-    from bayesclv.diagnostics import convergence_report
-    from bayesclv.errors import BayesCLVError
-    from bayesclv.fit import fit, fit_many, save_fit
-    from bayesclv.saved import FOLDER_MANIFEST, seal_folder
-    from bayesclv.summary import atomic_write
-
-    builders = {
-        "bgnbd": models.build_bgnbd,
-        "mbgnbd": models.build_mbgnbd,
-        "pareto_nbd": models.build_pareto_nbd,
-    }
-    import uuid
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # manifest.json is the completeness marker: removed first, written last, with the
-    # hashes of every file and the id of this run, which every fit file carries too. A fit
-    # interrupted half-way (or a folder mixing files of two runs, or edited) is then
-    # refused by 'score' instead of scored.
-    (out_dir / FOLDER_MANIFEST).unlink(missing_ok=True)
-    (out_dir / "settings.json").unlink(missing_ok=True)
-    run_id = uuid.uuid4().hex
-    reports = {}
-    fits = {}
-    names = {"purchase": settings.model, "spend": "gamma_gamma"}
-    built = {
-        "spend": models.build_gamma_gamma(rfm, pooling=settings.pooling),
-        "purchase": builders[settings.model](rfm, pooling=settings.pooling),
-    }
-    fit_kwargs = dict(
-        sampler=settings.sampler,
-        draws=settings.draws,
-        tune=settings.tune,
-        chains=settings.chains,
-        target_accept=settings.target_accept,
-        random_seed=settings.random_seed,
-        progressbar=settings.progressbar,
-        nutpie_backend=settings.nutpie_backend,
-    )
-    # nutpie compiles each model single-threaded for tens of seconds: fit the two models
-    # at once (Gamma-Gamma in a worker process) so the compilations overlap. Same draws
-    # as one after the other (benchmarks/bench_master_partial.py measures both).
-    concurrent = settings.sampler == "nutpie"
-    t0 = time.perf_counter()
-    if concurrent:
-        _log(
-            f"fitting {names['purchase']} and gamma_gamma at the same time ({settings.pooling} "
-            f"pooling, {rfm.n_segments} segments, {settings.sampler}, {settings.chains} chains "
-            f"x {settings.draws} draws; gamma_gamma in a worker process)"
-        )
-        results = dict(zip(built, fit_many(list(built.values()), **fit_kwargs), strict=True))
-    else:
-        results = {}
-        for role, model in built.items():
-            _log(
-                f"fitting {names[role]} ({settings.pooling} pooling, {rfm.n_segments} "
-                f"segments, {settings.sampler}, {settings.chains} chains x {settings.draws} "
-                "draws)"
-            )
-            t1 = time.perf_counter()
-            results[role] = fit(model, **fit_kwargs)
-            _log(f"{names[role]}: {time.perf_counter() - t1:.1f} s")
-    if concurrent:
-        _log(f"both fitted in {time.perf_counter() - t0:.1f} s")
-    for role in ("purchase", "spend"):
-        idata = results[role]
-        report = convergence_report(idata)
-        idata.attrs["convergence"] = json.dumps(report.to_dict(), default=str)
-        idata.attrs["run_id"] = run_id
-        _log(f"{names[role]}: convergence: {report.verdict}")
-        save_fit(idata, out_dir / f"{role}_fit.nc")
-        reports[role] = report
-        fits[role] = idata
-    rfm.to_frame().reset_index().to_parquet(out_dir / "customers.parquet")
-    verdicts = {role: r.verdict for role, r in reports.items()}
-    (out_dir / "diagnostics.txt").write_text(
-        "\n\n".join(f"== {role} model ==\n{r}" for role, r in reports.items()) + "\n"
-    )
-    (out_dir / "diagnostics.json").write_text(
-        json.dumps({role: r.to_dict() for role, r in reports.items()}, indent=2, default=str)
-    )
-    settings_json = {
-        **settings.__dict__,
-        "time_unit": rfm.time_unit,
-        "run_id": run_id,
-        "n_customers": rfm.n_customers,
-    }
-    atomic_write(
-        out_dir / "settings.json",
-        lambda tmp: tmp.write_text(json.dumps(settings_json, indent=2)),
-    )
-    seal_folder(
-        out_dir,
-        FIT_FILES,
-        {
-            "run_id": run_id,
-            "time_unit": rfm.time_unit,
-            "segment_names": list(rfm.segment_names),
-            "models": names,
-            "n_customers": int(rfm.n_customers),
-        },
-    )
-    try:  # what 'score' will check, checked now: a folder is never sealed inconsistent
-        _load_fit_dir(out_dir)
-    except BayesCLVError:
-        (out_dir / FOLDER_MANIFEST).unlink(missing_ok=True)
-        raise
-    failed = [role for role, v in verdicts.items() if v == "fail"]
-    if failed and not allow_bad_fit:
-        for role in failed:
-            print(str(reports[role]), file=sys.stderr)
-        raise SystemExit(EXIT_BAD_FIT)
-    return {"fits": fits, "reports": reports, "verdicts": verdicts}
-
-
-def _agree(fit_dir: Path, what: str, copies: dict[str, Any], refit: str) -> Any:
-    """The one value every file of a fit folder holds for ``what``, or an error naming
-    which file says what."""
-    values = list(copies.values())
-    if all(v == values[0] for v in values[1:]):
-        return values[0]
-    said = ", ".join(f"{name} {value!r}" for name, value in copies.items())
-    raise _saved_error(
-        f"{fit_dir}: its files disagree about the {what} ({said}): the folder mixes runs "
-        f"or was edited. {refit}."
-    )
-
-
-def _saved_error(message: str):
-    from bayesclv.errors import SavedModelError
-
-    return SavedModelError(message)
-
-
-def _load_fit_dir(fit_dir: Path):
-    """The two fits, the customers and the settings of a sealed fit folder, each checked
-    against the folder's manifest and against each other (run id, time unit, segment
-    names, models, number of customers: one value, held by the manifest)."""
-    import numpy as np
-    import pandas as pd
-
-    from bayesclv.data import RFMData
-    from bayesclv.fit import load_fit
-    from bayesclv.saved import open_folder
-
-    refit = f"Run 'bayesclv fit ... --out {fit_dir} --force' again"
-    if not fit_dir.is_dir():
-        raise _saved_error(
-            f"{fit_dir} is not a folder: pass the folder that 'bayesclv fit --out' wrote."
-        )
-    if not (fit_dir / "purchase_fit.nc").exists():
-        raise _saved_error(
-            f"{fit_dir} has no purchase_fit.nc: run 'bayesclv fit ... --out {fit_dir}' first."
-        )
-    manifest = open_folder(fit_dir, refit=refit)
-    unlisted = [name for name in FIT_FILES if name not in manifest["files"]]
-    if unlisted:
-        raise _saved_error(f"{fit_dir}: its manifest does not list {unlisted}. {refit}.")
-    try:
-        settings = json.loads((fit_dir / "settings.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise _saved_error(f"{fit_dir / 'settings.json'} is unreadable ({exc}). {refit}.") from exc
-    if not isinstance(settings, dict):
-        raise _saved_error(
-            f"{fit_dir / 'settings.json'} holds a {type(settings).__name__}, not the settings "
-            f"of a fit. {refit}."
-        )
-    purchase = load_fit(fit_dir / "purchase_fit.nc")
-    spend = load_fit(fit_dir / "spend_fit.nc", expect_model="gamma_gamma")
-    if purchase.attrs.get("model") == "gamma_gamma":
-        raise _saved_error(
-            f"{fit_dir / 'purchase_fit.nc'} holds a gamma_gamma (spend) fit, not a purchase "
-            f"model; the fit folder's files were swapped or mixed. {refit}."
-        )
-    try:
-        df = pd.read_parquet(fit_dir / "customers.parquet")
-    except Exception as exc:  # pyarrow raises several types on a bad file
-        raise _saved_error(
-            f"{fit_dir / 'customers.parquet'} is missing or unreadable ({exc}). {refit}."
-        ) from exc
-    models = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
-    both = {"purchase_fit.nc": purchase.attrs, "spend_fit.nc": spend.attrs}
-    _agree(
-        fit_dir,
-        "run id",
-        {
-            "manifest.json": manifest.get("run_id"),
-            "settings.json": settings.get("run_id"),
-            **{name: attrs.get("run_id") for name, attrs in both.items()},
-        },
-        refit,
-    )
-    time_unit = _agree(
-        fit_dir,
-        "time unit",
-        {
-            "manifest.json": manifest.get("time_unit"),
-            "settings.json": settings.get("time_unit"),
-            **{name: attrs.get("time_unit") for name, attrs in both.items()},
-        },
-        refit,
-    )
-    names = _agree(
-        fit_dir,
-        "segment names",
-        {
-            "manifest.json": manifest.get("segment_names"),
-            **{name: json.loads(attrs["segment_names"]) for name, attrs in both.items()},
-        },
-        refit,
-    )
-    _agree(
-        fit_dir,
-        "purchase model",
-        {
-            "manifest.json": models.get("purchase"),
-            "settings.json": settings.get("model"),
-            "purchase_fit.nc": purchase.attrs.get("model"),
-        },
-        refit,
-    )
-    _agree(
-        fit_dir,
-        "number of customers",
-        {
-            "manifest.json": manifest.get("n_customers"),
-            "settings.json": settings.get("n_customers"),
-            "customers.parquet": len(df),
-        },
-        refit,
-    )
-    columns = ["customer_id", "frequency", "recency", "T", "monetary_value", "segment"]
-    lacking = [c for c in columns if c not in df.columns]
-    if lacking:
-        raise _saved_error(f"{fit_dir / 'customers.parquet'} lacks columns {lacking}. {refit}.")
-    segments = df["segment"].astype(str)
-    unseen = sorted(set(segments) - set(names))
-    if unseen:
-        raise _saved_error(
-            f"{fit_dir / 'customers.parquet'} has customers in segments {unseen} that the "
-            f"fit has no parameters for (its segments: {names}). {refit}."
-        )
-    rfm = RFMData.from_frame(
-        df.assign(segment=segments),
-        customer_id="customer_id",
-        segment="segment",
-        time_unit=time_unit,
-    )
-    # keep the fitted segment order (from_frame sorts names)
-    if tuple(names) != rfm.segment_names:
-        order = {n: i for i, n in enumerate(names)}
-        codes = np.array([order[s] for s in rfm.segment_labels()], dtype=np.int64)
-        rfm = RFMData(
-            customer_id=rfm.customer_id,
-            frequency=rfm.frequency,
-            recency=rfm.recency,
-            T=rfm.T,
-            monetary_value=rfm.monetary_value,
-            segment=codes,
-            segment_names=tuple(names),
-            time_unit=rfm.time_unit,
-        )
-    return purchase, spend, rfm, settings
-
-
-def score_and_export(
-    purchase,
-    spend,
-    rfm,
-    out: Path,
-    *,
-    horizon: float,
-    discount_rate: float,
-    discount_period: float,
-    discounting: str,
-    margin: float,
-    prob: float,
-    kind: str,
-    method: str,
-    random_seed: int,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Score every customer, export the table (and segment totals) with metadata.
-
-    Both outputs are checked (folder, existing files, format limits) before scoring."""
-    from bayesclv import __version__
-    from bayesclv.clv import score_customers
-    from bayesclv.fit import posterior_params
-    from bayesclv.summary import export, totals_table
-
-    totals_out = out.with_name(out.stem + "_segments" + out.suffix)
-    _check_outputs(out, overwrite=overwrite, n_rows=rfm.n_customers)
-    _log(
-        f"scoring {rfm.n_customers:,} customers ({method} CLV, horizon {horizon:g} "
-        f"{rfm.time_unit}s)"
-    )
-    scores = score_customers(
-        posterior_params(purchase),
-        posterior_params(spend),
-        rfm,
-        horizon=horizon,
-        discount_rate=discount_rate,
-        discount_period=discount_period,
-        discounting=discounting,
-        margin=margin,
-        prob=prob,
-        kind=kind,
-        method=method,
-        random_seed=random_seed,
-    )
-    verdict = {
-        "purchase": json.loads(purchase.attrs.get("convergence", "{}")).get("verdict"),
-        "spend": json.loads(spend.attrs.get("convergence", "{}")).get("verdict"),
-    }
-    metadata = {
-        "bayesclv_version": __version__,
-        "models": {"purchase": purchase.attrs["model"], "spend": "gamma_gamma"},
-        "pooling": purchase.attrs["pooling"],
-        "priors": {
-            "purchase": json.loads(purchase.attrs["priors"]),
-            "spend": json.loads(spend.attrs["priors"]),
-        },
-        "sampler": purchase.attrs["sampler"],
-        "horizon": horizon,
-        "time_unit": rfm.time_unit,
-        "discount_rate": discount_rate,
-        "discount_period": discount_period,
-        "discounting": discounting,
-        "margin": margin,
-        "interval": {"kind": kind, "prob": prob},
-        "clv_method": method,
-        "convergence_verdict": verdict,
-        "n_customers": rfm.n_customers,
-    }
-    path = export(scores.table, out, metadata=metadata, convergence=verdict, overwrite=overwrite)
-    totals = totals_table(scores.totals, prob, kind)
-    totals_path = export(
-        totals, totals_out, metadata=metadata, convergence=verdict, overwrite=overwrite
-    )
-    _log(f"wrote {path} ({len(scores.table):,} customers) and {totals_path}")
-    return {"table": scores.table, "totals": totals, "scores": scores, "path": path}
-
-
-def _check_outputs(out: Path, *, overwrite: bool, n_rows: int | None = None) -> None:
-    """Every check export makes, for the table and its segment totals, before any work."""
-    from bayesclv.errors import OutputError
-    from bayesclv.export import check_export_target
-
-    if out.suffix.lower() not in (".csv", ".parquet", ".xlsx"):
-        raise OutputError(f"--out {out}: use a .csv, .parquet or .xlsx file name.")
-    totals_out = out.with_name(out.stem + "_segments" + out.suffix)
-    for target in (out, totals_out):
-        check_export_target(target, overwrite=overwrite, n_rows=n_rows)
-
-
-def _check_fit_folder(out: Path, *, overwrite: bool) -> None:
-    """Before fitting: the folder can be made and written, and holds no fit unless
-    ``--force`` (a fit takes minutes; a read-only or taken folder should not wait)."""
-    import tempfile
-
-    from bayesclv.errors import OutputError
-    from bayesclv.saved import FOLDER_MANIFEST
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file; pass a folder for the fitted models.")
-    held = [n for n in (FOLDER_MANIFEST, *FIT_FILES) if (out / n).exists()]
-    if held and not overwrite:
-        raise OutputError(
-            f"--out {out} already holds a fit ({', '.join(held)}); pass --force to replace "
-            f"it, or choose another folder."
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".bayesclv.", suffix=".tmp", dir=out)
-    os.close(fd)
-    os.unlink(probe)
-
-
-def _rfm_from_args(args) -> Any:
-    from bayesclv.data import rfm_summary
-
-    rfm = rfm_summary(
-        args.transactions,
-        customer_col=args.customer_col,
-        date_col=args.date_col,
-        amount_col=args.amount_col,
-        segment_col=args.segment_col,
-        time_unit=args.time_unit,
-        calibration_end=args.calibration_end,
-        observation_end=args.observation_end,
-        negative_amounts=args.negative_amounts,
-        zero_amounts=args.zero_amounts,
-        duplicates=args.duplicates,
-        encoding=args.encoding,
-        date_format=args.date_format,
-    )
-    report = rfm.meta.get("cleaning_report")
-    if report is not None:
-        _log(f"cleaning report:\n{report}")
-    return _maybe_round(rfm, args)
-
-
-def _maybe_round(rfm, args) -> Any:
-    step = getattr(args, "round_times", 0.0) or 0.0
-    if step <= 0:
-        return rfm
-    from bayesclv.data import round_times
-
-    out = round_times(rfm, step)
-    _log(f"recency and age rounded to multiples of {step:g} {rfm.time_unit}(s)")
-    return out
-
-
-def _settings_from_args(args) -> FitSettings:
-    return FitSettings(
-        model=args.model,
-        pooling=args.pooling,
-        sampler=args.sampler,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        target_accept=args.target_accept,
-        random_seed=args.seed,
-        progressbar=not args.no_progress,
-        nutpie_backend=args.nutpie_backend,
-    )
-
-
-def run_demo(args) -> int:
-    """CDNOW: partial pooling over acquisition months, purchase model + Gamma-Gamma."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bayesclv import plotting
-    from bayesclv.datasets import load_cdnow, load_cdnow_rfm
-    from bayesclv.diagnostics import holdout_evaluation, tracking
-    from bayesclv.fit import posterior_params
-
-    out = Path(args.out)
-    _check_fit_folder(out / "fit", overwrite=args.force)
-    _check_outputs(out / f"clv_customers.{args.format}", overwrite=args.force)
-    for name in ("holdout.txt", "p_alive_matrix.png", "clv_by_segment.png"):
-        if (out / name).exists() and not args.force:
-            from bayesclv.errors import OutputError
-
-            raise OutputError(
-                f"{out / name} exists (an earlier demo?); pass --force to replace the demo's "
-                f"outputs, or choose another --out."
-            )
-    _log(f"loading the built-in CDNOW {args.which} (Fader & Hardie), 39-week calibration")
-    log = load_cdnow(args.which)  # the raw log, for the tracking plot
-    rfm = _maybe_round(load_cdnow_rfm(args.which), args)
-    _log(f"{rfm}")
-    settings = _settings_from_args(args)
-    res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit)
-    purchase, spend = res["fits"]["purchase"], res["fits"]["spend"]
-    scored = score_and_export(
-        purchase,
-        spend,
-        rfm,
-        out / f"clv_customers.{args.format}",
-        horizon=args.horizon,
-        discount_rate=args.discount_rate,
-        discount_period=args.discount_period,
-        discounting="per_period",
-        margin=args.margin,
-        prob=args.prob,
-        kind=args.interval,
-        method=args.method,
-        random_seed=args.seed,
-        overwrite=args.force,
-    )
-    _log("holdout check (weeks 40-78) and plots")
-    pp, sp = posterior_params(purchase), posterior_params(spend)
-    ev = holdout_evaluation(pp, rfm, spend_params=sp, n_draws=300, random_seed=args.seed)
-    holdout_text = (
-        "holdout metrics (BIAS = sum(predicted) / sum(actual) - 1):\n"
-        f"{ev.metrics.round(3).to_string()}\n\n"
-        "coverage of per-customer posterior predictive intervals:\n"
-        f"{ev.coverage.round(3).to_string()}\n"
-    )
-    (out / "holdout.txt").write_text(holdout_text)
-    figures = {}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    largest = str(rfm.segment_sizes().idxmax())
-    plotting.plot_probability_alive_matrix(pp, T=float(rfm.T.max()), segment=largest, ax=ax)
-    figures["p_alive_matrix.png"] = fig
-    fig, ax = plt.subplots(figsize=(9.5, 4.8))
-    plotting.plot_clv_distribution(
-        scored["scores"].totals["segment_total"],
-        label=f"{args.horizon:g}-week CLV",
-        currency="$",
-        ax=ax,
-    )
-    figures["clv_by_segment.png"] = fig
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    plotting.plot_segment_shrinkage(
-        {"partial": pp}, "r", segment_sizes=dict(rfm.segment_sizes()), ax=ax
-    )
-    figures["segment_parameters.png"] = fig
-    track = tracking(pp, rfm, log, n_draws=300, random_seed=args.seed)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    plotting.plot_tracking(track, kind="cumulative", ax=ax)
-    figures["tracking_cumulative.png"] = fig
-    for name, f in figures.items():
-        f.tight_layout()
-        f.savefig(out / name, dpi=110)
-        plt.close(f)
-    top = scored["table"].sort_values("clv_mean", ascending=False).head(5)
-    print("\n== bayesclv demo: CDNOW ==")
-    print(f"convergence: {res['verdicts']}")
-    print(f"holdout (weeks 40-78):\n{holdout_text}")
-    print("segment totals:")
-    print(scored["totals"].to_string(index=False))
-    print("top customers:")
-    print(
-        top[["customer_id", "segment", "clv_mean", "clv_lower", "clv_upper", "p_alive"]].to_string(
-            index=False
-        )
-    )
-    print(f"outputs in {out.resolve()}")
-    return 0
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every flag's help, examples kept as written."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -656,210 +135,455 @@ def _number(
     return parse
 
 
-def _add_fit_options(p: argparse.ArgumentParser) -> None:
+_SEED = _number("integer", low=0, example=" (e.g. --seed 2024)")
+
+
+def _add_fit_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument(
         "--model",
-        choices=sorted(_BUILDERS),
-        default="bgnbd",
-        help="purchase model (default: bgnbd); spend is always Gamma-Gamma",
+        choices=["auto", *_purchase_models()],
+        default="auto",
+        help="purchase family; 'auto' fits the candidates and chooses by PSIS-LOO "
+        "(stacking weights; needs posterior draws, so not with --sampler map). Spend is "
+        "always Gamma-Gamma",
     )
-    p.add_argument("--pooling", choices=["partial", "complete", "none"], default="partial")
+    p.add_argument(
+        "--candidates",
+        default=None,
+        metavar="F1,F2",
+        help="families --model auto compares, comma-separated (default: "
+        + ("bgnbd,mbgnbd,pareto_nbd for the demo" if demo else
+           "every family that can model the data")
+        + ")",
+    )
+    p.add_argument("--pooling", choices=["partial", "complete", "none"], default="partial",
+                   help="how segments share information: partial (hierarchical), complete "
+                   "(one set of parameters), none (each segment alone)")
     p.add_argument(
         "--sampler",
         choices=["pymc", "nutpie", "map", "laplace", "advi"],
         default=_default_sampler(),
-        help="default: nutpie if installed, else pymc; 'laplace' is a fast Normal "
-        "approximation for millions of customers",
+        help="nutpie (if installed) or pymc: NUTS; map: the posterior mode only (one "
+        "draw); laplace: a fast Normal approximation for millions of customers; advi",
     )
     p.add_argument(
         "--nutpie-backend",
         choices=["numba", "jax"],
         default="numba",
-        help="how nutpie compiles the models: numba (default; fastest sampling, 15-50 s "
-        "to compile each model) or jax (needs the jax extra; compiles in seconds, samples "
-        "slower: worth it for short fits such as Pareto/NBD on a few thousand customers)",
+        help="how nutpie compiles the models: numba (fastest sampling, 15-50 s to compile "
+        "each model) or jax (needs the jax extra; compiles in seconds, samples slower)",
     )
     p.add_argument(
         "--round-times",
         type=_number("number", low=0, example=" (e.g. --round-times 1; 0: no rounding)"),
         default=0.0,
         metavar="STEP",
-        help="round recency and age to multiples of STEP time units before "
-        "fitting (fewer distinct rows, faster; default 0: no rounding)",
+        help="round recency and age to multiples of STEP time units before fitting "
+        "(fewer distinct rows, faster; 0: no rounding)",
     )
-    p.add_argument(
-        "--draws", type=_number("integer", low=1, example=" (e.g. --draws 1000)"), default=1000
-    )
-    p.add_argument(
-        "--tune", type=_number("integer", low=0, example=" (e.g. --tune 1000)"), default=1000
-    )
-    p.add_argument(
-        "--chains", type=_number("integer", low=1, example=" (e.g. --chains 4)"), default=4
-    )
+    p.add_argument("--draws", type=_number("integer", low=1, example=" (e.g. --draws 1000)"),
+                   default=1000, help="posterior draws per chain")
+    p.add_argument("--tune", type=_number("integer", low=0, example=" (e.g. --tune 1000)"),
+                   default=1000, help="tuning (warm-up) steps per chain")
+    p.add_argument("--chains", type=_number("integer", low=1, example=" (e.g. --chains 4)"),
+                   default=4, help="NUTS chains")
     p.add_argument(
         "--target-accept",
-        type=_number(
-            "number",
-            low=0,
-            high=1,
-            low_open=True,
-            high_open=True,
-            example=" (e.g. --target-accept 0.9)",
-        ),
+        type=_number("number", low=0, high=1, low_open=True, high_open=True,
+                     example=" (e.g. --target-accept 0.9)"),
         default=0.9,
-        help="NUTS target acceptance (default 0.9)",
+        help="NUTS target acceptance",
     )
-    p.add_argument("--seed", type=_SEED, default=2024)
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace a fit (and, for demo, outputs) already in the --out folder",
-    )
+    p.add_argument("--seed", type=_SEED, default=2024, help="random seed of fitting and "
+                   "scoring")
+    p.add_argument("--force", action="store_true",
+                   help="replace a fit (and, for demo, outputs) already in the --out folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument(
-        "--allow-bad-fit",
-        action="store_true",
-        help="continue (exit 0) even if a fit fails its convergence checks",
-    )
+    p.add_argument("--allow-bad-fit", action="store_true",
+                   help="continue (exit 0) even if a fit fails its convergence checks")
 
 
-_SEED = _number("integer", low=0, example=" (e.g. --seed 2024)")
-
-
-def _add_score_options(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
+def _add_score_options(p: argparse.ArgumentParser, *, method: str = "simulate") -> None:
     p.add_argument(
         "--horizon",
         type=_number("number", low=0, low_open=True, example=" time units (e.g. --horizon 52)"),
-        default=52.0,
-        help="CLV horizon in the data's time unit (default 52)",
+        default=None,
+        help="CLV horizon in the data's time unit (default: one year, i.e. 52 weeks, 12 "
+        "months, 365 days or 1 year)",
     )
     p.add_argument(
         "--discount-rate",
         type=_number("number", low=0, example=" (e.g. --discount-rate 0.10; 0: none)"),
         default=0.10,
-        help="discount rate per --discount-period (default 0.10)",
+        help="discount rate per --discount-period",
     )
     p.add_argument(
         "--discount-period",
         type=_number("number", low=0, low_open=True, example=" time units (e.g. 52)"),
-        default=52.0,
-        help="length of the discount rate's period in time units (default 52: "
-        "an annual rate with weekly data)",
+        default=None,
+        help="length of the discount rate's period in time units (default: one year in "
+        "the data's time unit, i.e. an annual rate)",
     )
-    p.add_argument("--discounting", choices=["per_period", "continuous"], default="per_period")
+    p.add_argument("--discounting", choices=["per_period", "continuous"], default="per_period",
+                   help="discount at the end of each time unit, or at each purchase's time")
     p.add_argument(
         "--margin",
         type=_number("number", low=0, low_open=True, example=" (e.g. --margin 0.3)"),
         default=1.0,
-        help="profit margin (default 1)",
+        help="profit margin (1: CLV is revenue)",
     )
     p.add_argument(
         "--prob",
-        type=_number(
-            "number", low=0, high=1, low_open=True, high_open=True, example=" (e.g. --prob 0.94)"
-        ),
+        type=_number("number", low=0, high=1, low_open=True, high_open=True,
+                     example=" (e.g. --prob 0.94)"),
         default=0.94,
         help="interval probability, strictly between 0 and 1",
     )
-    p.add_argument("--interval", choices=["eti", "hdi"], default="eti")
+    p.add_argument("--interval", choices=["eti", "hdi"], default="eti",
+                   help="equal-tailed or highest-density intervals")
     p.add_argument(
         "--method",
         choices=["expected", "simulate"],
-        default="simulate",
-        help="'simulate': full posterior predictive CLV (purchases, dropout and "
-        "spend simulated); 'expected': expected CLV per draw",
+        default=method,
+        help="'expected': expected CLV per posterior draw (credible interval of expected "
+        "CLV); 'simulate': purchases, dropout and spend simulated (predictive interval of "
+        "realised CLV; needs posterior draws, refused for a MAP fit)",
     )
+    p.add_argument(
+        "--top-share",
+        type=_number("number", low=0, high=1, low_open=True, high_open=True,
+                     example=" (e.g. --top-share 0.1)"),
+        default=0.10,
+        help="the p_top column: posterior probability of being in this top share by CLV",
+    )
+    p.add_argument("--currency", default=None,
+                   help="currency of the amounts, e.g. EUR or $ (formats and labels only; "
+                   "nothing is converted)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="bayesclv",
-        description="Hierarchical Bayesian customer lifetime value (BG/NBD, Pareto/NBD, "
-        "Gamma-Gamma) with credible intervals.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser(
-        "demo",
-        help="run the whole pipeline on the built-in CDNOW data",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_argument("--out", default="bayesclv-output", help="output folder")
-    demo.add_argument(
-        "--which",
-        choices=["sample", "master"],
-        default="sample",
-        help="CDNOW 1/10 sample (2,357 customers) or the master (23,570)",
-    )
-    demo.add_argument("--format", choices=["csv", "parquet", "xlsx"], default="csv")
-    _add_fit_options(demo)
-    _add_score_options(demo)
-
-    fitp = sub.add_parser(
-        "fit",
-        help="fit purchase + spend models to a transaction log",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    fitp.add_argument("transactions", help="CSV or Parquet transaction log")
-    fitp.add_argument("--customer-col", required=True)
-    fitp.add_argument("--date-col", required=True)
-    fitp.add_argument("--amount-col", required=True)
-    fitp.add_argument("--segment-col", default=None)
-    fitp.add_argument("--time-unit", default="week", choices=["day", "week", "month", "year"])
-    fitp.add_argument(
-        "--calibration-end",
-        default=None,
-        help="last day of the calibration period (default: last day in data)",
-    )
-    fitp.add_argument("--observation-end", default=None)
-    fitp.add_argument("--negative-amounts", choices=["error", "drop"], default="error")
-    fitp.add_argument("--zero-amounts", choices=["keep", "drop"], default="keep")
-    fitp.add_argument("--duplicates", choices=["keep", "drop"], default="keep")
-    fitp.add_argument(
+def _add_read_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customer-col", required=True, help="column of customer ids")
+    p.add_argument("--date-col", required=True, help="column of transaction dates")
+    p.add_argument("--amount-col", required=True,
+                   help="column of amounts; 'none' for a log without amounts (purchase "
+                   "models only: the scores are expected purchases, not money)")
+    p.add_argument("--segment-col", default=None, help="column of each customer's segment")
+    p.add_argument("--time-unit", default="week", choices=["day", "week", "month", "year"],
+                   help="unit of recency, age and the horizon")
+    p.add_argument("--calibration-end", default=None,
+                   help="last day of the calibration period, the date the scores are as of "
+                   "(default: the last day in the data)")
+    p.add_argument("--observation-end", default=None,
+                   help="last day of observation (default: the last day in the data)")
+    p.add_argument("--negative-amounts", choices=["error", "drop"], default="error",
+                   help="negative amounts (returns?): stop, or drop those rows (counted)")
+    p.add_argument("--zero-amounts", choices=["keep", "drop"], default="keep",
+                   help="zero-amount rows: keep as purchases, or drop (counted)")
+    p.add_argument("--duplicates", choices=["keep", "drop"], default="keep",
+                   help="exact duplicate rows: keep, or drop all but the first (counted)")
+    p.add_argument("--after-end", choices=["error", "drop"], default="error",
+                   help="rows dated after --observation-end: stop, or drop them (counted)")
+    p.add_argument(
         "--date-format",
         default=None,
         metavar="FORMAT",
         help="how the dates are written, as for strptime, e.g. %%d/%%m/%%Y (day first) or "
         "%%m/%%d/%%Y; needed when dates such as 03/04/2024 could be read either way",
     )
-    fitp.add_argument(
-        "--encoding",
-        default="utf-8",
-        help="text encoding of a CSV log (default utf-8), e.g. latin-1, cp1252",
+    p.add_argument("--sep", default=None,
+                   help="field separator of a CSV, e.g. ';' (default: ',', tab for .tsv)")
+    p.add_argument("--decimal", choices=[".", ","], default=".",
+                   help="decimal mark of the amounts: ',' reads 230,30 as 230.3 and "
+                   "1.230,50 as 1230.5")
+    p.add_argument("--encoding", default="utf-8",
+                   help="text encoding of a CSV log, e.g. latin-1, cp1252")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bayesclv import __version__
+
+    parser = _Parser(
+        prog="bayesclv",
+        description="Hierarchical Bayesian customer lifetime value: purchase families "
+        "(BG/NBD, MBG/NBD, Pareto/NBD, BG/BB, (M)BG/CNBD-k) chosen by PSIS-LOO, "
+        "Gamma-Gamma spend, credible and predictive intervals.",
+        epilog=EXAMPLES,
+        formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action="version", version=f"bayesclv {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str):
+        return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES,
+                              formatter_class=_Formatter)
+
+    demo = command("demo", "run the whole pipeline on the built-in CDNOW data")
+    demo.add_argument("--out", default="bayesclv-output", help="output folder")
+    demo.add_argument("--which", choices=["sample", "master"], default="sample",
+                      help="CDNOW 1/10 sample (2,357 customers) or the master (23,570)")
+    demo.add_argument("--format", choices=["csv", "parquet", "xlsx"], default="xlsx",
+                      help="format of the CLV table")
+    _add_fit_options(demo, demo=True)
+    _add_score_options(demo)
+
+    fitp = command("fit", "fit purchase + spend models to a transaction log")
+    fitp.add_argument("transactions", help="transaction log: .csv (.gz), .xlsx or .parquet")
+    _add_read_options(fitp)
     fitp.add_argument("--out", required=True, help="folder for the fitted models")
     _add_fit_options(fitp)
 
-    score = sub.add_parser(
-        "score",
-        help="score customers of a fit and export CLV intervals",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    score = command("score", "score the customers of a fit and export CLV intervals")
     score.add_argument("fit_dir", help="folder written by 'bayesclv fit'")
-    score.add_argument(
-        "--out",
-        required=True,
-        help="output file: .csv, .parquet or .xlsx (segment totals go beside it)",
-    )
-    score.add_argument("--seed", type=_SEED, default=2024)
-    score.add_argument(
-        "--force",
-        action="store_true",
-        help="replace --out (and its segment totals and metadata) if they exist",
-    )
-    score.add_argument(
-        "--allow-bad-fit",
-        action="store_true",
-        help="score even if a fit failed its convergence checks (the verdict "
-        "is written into the output's metadata)",
-    )
+    score.add_argument("--out", required=True,
+                       help="output file: .xlsx (one workbook: customers, segments, about), "
+                       ".csv or .parquet (segment totals beside it, metadata in a sidecar)")
+    score.add_argument("--model", default=None,
+                       help="score one family of an automatic choice instead of the stack")
+    score.add_argument("--seed", type=_SEED, default=2024,
+                       help="random seed of simulation and ranking tie-breaks")
+    score.add_argument("--force", action="store_true",
+                       help="replace --out (and its segment totals and metadata) if they exist")
+    score.add_argument("--allow-bad-fit", action="store_true",
+                       help="score even if a fit failed its convergence checks (the verdict "
+                       "is written into the output's metadata)")
     _add_score_options(score)
+
+    rep = command("report", "holdout check, plots and a one-page HTML/PNG report of a fit")
+    rep.add_argument("fit_dir", help="folder written by 'bayesclv fit'")
+    rep.add_argument("--log", default=None,
+                     help="the transaction log, read as the fit read it; when it runs past "
+                     "the calibration end the later purchases are the holdout check")
+    rep.add_argument("--observation-end", default=None,
+                     help="last day of the log to use (default: its last day)")
+    rep.add_argument("--out", default="report", help="folder for the report")
+    rep.add_argument("--model", default=None,
+                     help="report one family of an automatic choice instead of the stack")
+    rep.add_argument("--seed", type=_SEED, default=2024, help="random seed")
+    rep.add_argument("--force", action="store_true", help="replace an earlier report")
+    rep.add_argument("--allow-bad-fit", action="store_true",
+                     help="report on a fit that failed its convergence checks")
+    _add_score_options(rep, method="expected")
     return parser
+
+
+# =====================================================================================
+# Commands
+# =====================================================================================
+def _read_options(args) -> ReadOptions:
+    amount = None if str(args.amount_col).lower() == "none" else args.amount_col
+    return ReadOptions(
+        source=str(Path(args.transactions).resolve()),
+        customer_col=args.customer_col,
+        date_col=args.date_col,
+        amount_col=amount,
+        segment_col=args.segment_col,
+        time_unit=args.time_unit,
+        calibration_end=args.calibration_end,
+        observation_end=args.observation_end,
+        date_format=args.date_format,
+        sep=args.sep,
+        decimal=args.decimal,
+        encoding=args.encoding,
+        negative_amounts=args.negative_amounts,
+        zero_amounts=args.zero_amounts,
+        duplicates=args.duplicates,
+        after_end=args.after_end,
+        round_times=args.round_times,
+    )
+
+
+def _settings_from_args(args, *, with_spend: bool = True, candidates=None) -> FitSettings:
+    return FitSettings(
+        model=args.model,
+        pooling=args.pooling,
+        sampler=args.sampler,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        target_accept=args.target_accept,
+        random_seed=args.seed,
+        progressbar=not args.no_progress,
+        nutpie_backend=args.nutpie_backend,
+        candidates=workflow.parse_candidates(args.candidates) if candidates is None
+        else candidates,
+        with_spend=with_spend,
+    )
+
+
+def _score_options(args) -> ScoreOptions:
+    return ScoreOptions(
+        horizon=args.horizon,
+        discount_rate=args.discount_rate,
+        discount_period=args.discount_period,
+        discounting=args.discounting,
+        margin=args.margin,
+        prob=args.prob,
+        kind=args.interval,
+        method=args.method,
+        random_seed=args.seed,
+        top_share=args.top_share,
+        currency=args.currency,
+        model=getattr(args, "model_choice", None),
+    )
+
+
+def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool,
+               read: ReadOptions | None = None) -> dict:
+    """:func:`bayesclv.workflow.fit_models` with the command line's exit status 3."""
+    return workflow.fit_models(rfm, settings, out_dir, allow_bad_fit=allow_bad_fit,
+                               read=read, exit_bad_fit=EXIT_BAD_FIT)
+
+
+def _check_fit_folder(out: Path, *, overwrite: bool) -> None:
+    """Before fitting: the folder can be made and written, and holds no fit unless
+    ``--force`` (a fit takes minutes; a read-only or taken folder should not wait)."""
+    import tempfile
+
+    from bayesclv.errors import OutputError
+    from bayesclv.saved import FOLDER_MANIFEST
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; pass a folder for the fitted models.")
+    held = [n for n in (FOLDER_MANIFEST, *FIT_FILES, workflow.COMPARISON) if (out / n).exists()]
+    held += sorted(p.name for p in out.glob("purchase_*.nc")) if out.is_dir() else []
+    if held and not overwrite:
+        raise OutputError(
+            f"--out {out} already holds a fit ({', '.join(dict.fromkeys(held))}); pass "
+            f"--force to replace it, or choose another folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".bayesclv.", suffix=".tmp", dir=out)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _flat(verdicts) -> dict[str, str]:
+    out = {}
+    for role, v in verdicts.items():
+        if isinstance(v, dict):
+            out.update({f"{role} {k}": x for k, x in v.items()})
+        else:
+            out[role] = v
+    return out
+
+
+def _refuse_failed(folder, args) -> int | None:
+    failed = [role for role, v in _flat(folder.verdicts()).items() if v == "fail"]
+    if failed and not args.allow_bad_fit:
+        print(
+            f"bayesclv: error: the {' and '.join(failed)} fit in {args.fit_dir} failed its "
+            f"convergence checks (see {Path(args.fit_dir) / 'diagnostics.txt'}); its CLV "
+            f"intervals should not be used. Refit (more tuning/draws), or pass "
+            f"--allow-bad-fit to go on anyway (the verdict goes into the metadata).",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_FIT
+    return None
+
+
+def _fit(args) -> int:
+    read = _read_options(args)
+    settings = _settings_from_args(args, with_spend=read.amount_col is not None)
+    workflow.check_fit_settings(settings)
+    out = Path(args.out)
+    _check_fit_folder(out, overwrite=args.force)
+    rfm = workflow.read_log(read)
+    res = fit_models(rfm, settings, out, allow_bad_fit=args.allow_bad_fit, read=read)
+    if res["comparison"] is not None:
+        print(res["comparison"]["summary"])
+    print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
+    return 0
+
+
+def _score(args) -> int:
+    out = Path(args.out)
+    check_outputs(out, overwrite=args.force)  # before loading: a typo costs nothing
+    folder = workflow.load_fit_dir(Path(args.fit_dir))
+    refused = _refuse_failed(folder, args)
+    if refused is not None:
+        return refused
+    workflow.check_method(folder, args.method)
+    args.model_choice = args.model
+    scored = workflow.score(folder, _score_options(args))
+    check_outputs(out, overwrite=args.force, n_rows=len(scored.customers))
+    workflow.export_scores(scored, out, overwrite=args.force)
+    print("\n".join(workflow.score_lines(scored)))
+    return 0
+
+
+def _report(args) -> int:
+    from bayesclv import report
+
+    out = Path(args.out)
+    report.check_report_folder(out, overwrite=args.force)
+    folder = workflow.load_fit_dir(Path(args.fit_dir))
+    refused = _refuse_failed(folder, args)
+    if refused is not None:
+        return refused
+    workflow.check_method(folder, args.method)
+    rfm_h = log = None
+    if args.log is not None:
+        rfm_h, log = report.read_holdout(folder, args.log, observation_end=args.observation_end)
+    args.model_choice = args.model
+    res = report.build_report(folder, out, rfm_holdout=rfm_h, log=log,
+                              options=_score_options(args), overwrite=args.force)
+    print("\n".join(res.lines))
+    return 0
+
+
+DEMO_CANDIDATES = ("bgnbd", "mbgnbd", "pareto_nbd")
+
+
+def run_demo(args) -> int:
+    """CDNOW: partial pooling over acquisition months, the family chosen among BG/NBD,
+    MBG/NBD and Pareto/NBD, Gamma-Gamma; the CLV workbook and the report."""
+    from bayesclv import report
+    from bayesclv.data import round_times
+    from bayesclv.datasets import load_cdnow, load_cdnow_rfm
+
+    candidates = workflow.parse_candidates(args.candidates)
+    if candidates is None and args.model == workflow.AUTO:
+        candidates = DEMO_CANDIDATES
+    settings = _settings_from_args(args, candidates=candidates)
+    workflow.check_fit_settings(settings)
+    if args.method == "simulate" and args.sampler == "map":
+        from bayesclv.errors import ModelSpecificationError
+
+        raise ModelSpecificationError(
+            "--method simulate needs posterior draws and --sampler map gives one: use "
+            "--method expected, or another --sampler."
+        )
+    out = Path(args.out)
+    _check_fit_folder(out / "fit", overwrite=args.force)
+    table = out / f"clv_customers.{args.format}"
+    check_outputs(table, overwrite=args.force)
+    report.check_report_folder(out, overwrite=args.force)
+    workflow.log(f"loading the built-in CDNOW {args.which} (Fader & Hardie), 39-week "
+                 "calibration")
+    log = load_cdnow(args.which)
+    rfm = load_cdnow_rfm(args.which)
+    if args.round_times:
+        rfm = round_times(rfm, args.round_times)
+    workflow.log(f"{rfm}")
+    res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit)
+    folder = res["folder"]
+    args.model_choice = None
+    options = _score_options(args)
+    if options.currency is None:
+        options = replace(options, currency="USD")
+    scored = workflow.score(folder, options)
+    workflow.export_scores(scored, table, overwrite=args.force)
+    rep = report.build_report(folder, out, rfm_holdout=rfm, log=log, options=options,
+                              overwrite=args.force, scored=scored)
+    top = scored.customers.sort_values("clv_mean", ascending=False).head(5)
+    print("\n== bayesclv demo: CDNOW ==")
+    print("\n".join(rep.lines))
+    print("top customers:")
+    print(top[["customer_id", "segment", "clv_mean", "clv_lower", "clv_upper", "p_alive",
+               scored.columns["top"]]].to_string(index=False))
+    print(f"outputs in {out.resolve()}")
+    return 0
 
 
 def _os_advice(exc: OSError) -> str:
@@ -877,72 +601,66 @@ def _os_advice(exc: OSError) -> str:
     return f"could not read or write{where}: {what}; {fix}."
 
 
-def _score(args) -> int:
-    from bayesclv.errors import BayesCLVError
+#: Python keyword arguments named in the library's advice, and their flags.
+_FLAGS = ("date_format", "after_end", "negative_amounts", "zero_amounts", "duplicates",
+          "encoding", "sep", "decimal", "observation_end", "calibration_end", "customer_col",
+          "date_col", "amount_col", "segment_col", "time_unit")
 
-    out = Path(args.out)
-    _check_outputs(out, overwrite=args.force)  # before loading: a typo costs nothing
-    purchase, spend, rfm, _ = _load_fit_dir(Path(args.fit_dir))
-    try:
-        verdicts = {
-            role: json.loads(idata.attrs.get("convergence", "{}")).get("verdict")
-            for role, idata in (("purchase", purchase), ("spend", spend))
-        }
-    except (ValueError, AttributeError) as exc:
-        raise BayesCLVError(f"{args.fit_dir}: unreadable convergence verdicts; refit.") from exc
-    failed = [role for role, v in verdicts.items() if v == "fail"]
-    if failed and not args.allow_bad_fit:
-        print(
-            f"bayesclv: error: the {' and '.join(failed)} fit in {args.fit_dir} failed its "
-            f"convergence checks (see {Path(args.fit_dir) / 'diagnostics.txt'}); its CLV "
-            f"intervals should not be used. Refit (more tuning/draws), or pass "
-            f"--allow-bad-fit to score anyway (the verdict goes into the metadata).",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_FIT
-    score_and_export(
-        purchase,
-        spend,
-        rfm,
-        out,
-        horizon=args.horizon,
-        discount_rate=args.discount_rate,
-        discount_period=args.discount_period,
-        discounting=args.discounting,
-        margin=args.margin,
-        prob=args.prob,
-        kind=args.interval,
-        method=args.method,
-        random_seed=args.seed,
-        overwrite=args.force,
-    )
-    return 0
+
+def in_flags(message: str) -> str:
+    """The library's advice in command-line words: ``date_format='%d/%m/%Y'`` ->
+    ``--date-format '%d/%m/%Y'``, ``overwrite=True`` -> ``--force``, and the
+    "(--flag ... on the command line)" asides it then repeats dropped."""
+    text = re.sub(r"\boverwrite=True\b", "--force", message)
+    names = "|".join(_FLAGS)
+    text = re.sub(rf"\b({names})=('[^']*'|\"[^\"]*\"|[^\s,;)]+)",
+                  lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}", text)
+    text = re.sub(rf"\b(pass|or) ({names})\b(?!=)",
+                  lambda m: f"{m.group(1)} --{m.group(2).replace('_', '-')}", text)
+    text = re.sub(r"(--[\w-]+)\s*\(\1\)", r"\1", text)
+    text = re.sub(r"\s*\((?:or )?--[^()]*? on the command line\)", "", text)
+    text = re.sub(r";\s*on the command line --[\w-]+ \S+?(?=[.;]?$|[.;]\s)", "", text)
+    return text
 
 
 def _run(args) -> int:
     if args.command == "demo":
         return run_demo(args)
     if args.command == "fit":
-        _check_fit_folder(Path(args.out), overwrite=args.force)
-        rfm = _rfm_from_args(args)
-        res = fit_models(
-            rfm, _settings_from_args(args), Path(args.out), allow_bad_fit=args.allow_bad_fit
-        )
-        print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
-        return 0
+        return _fit(args)
+    if args.command == "report":
+        return _report(args)
     return _score(args)
+
+
+def _quiet_blas() -> None:
+    """PyTensor warns (in every process, so twice with a worker) that it found no BLAS;
+    it means slower compiled code, not other results. Silenced unless BAYESCLV_DEBUG;
+    worker processes inherit the filter through PYTHONWARNINGS."""
+    if os.environ.get("BAYESCLV_DEBUG"):
+        return
+    warnings.filterwarnings("ignore", message=_BLAS, category=UserWarning)
+    rule = f"ignore:{_BLAS}:UserWarning"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if rule not in current:
+        os.environ["PYTHONWARNINGS"] = f"{current},{rule}" if current else rule
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; every failure is one line on stderr and an exit status."""
+    _quiet_blas()
     parser = build_parser()
     args = parser.parse_args(argv)
     from bayesclv.errors import BayesCLVError
 
+    formatwarning = warnings.formatwarning
+    # a warning is one line too (not the source line that raised it)
+    warnings.formatwarning = lambda message, category, *a, **k: (
+        f"bayesclv: warning: {message}\n")
     try:
         return _run(args)
     except BayesCLVError as exc:
-        print(f"bayesclv: error: {exc}", file=sys.stderr)
+        print(f"bayesclv: error: {in_flags(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"bayesclv: error: {_os_advice(exc)}", file=sys.stderr)
@@ -967,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ is given by :data:`DAYS_PER_UNIT` and never hidden inside a formula.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -624,21 +625,80 @@ def _fail(col: str, problem: str, mask: np.ndarray, labels: pd.Index, fix: str) 
     )
 
 
+def _decimal_comma_numbers(values: pd.Series, decimal: str) -> pd.Series:
+    """Text amounts written with ``decimal`` (``","``) as floats: ``230,30`` -> 230.3,
+    ``1.230,50`` -> 1230.5 (a ``.``, space or no-break space between groups of three
+    digits is a thousands separator). Text of any other shape (``12.5``) is an error
+    naming the rows, never a guess; missing cells stay missing for the amount check."""
+    if decimal == "." or not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return values
+    text = np.array(
+        [v.strip() if isinstance(v, str) else v for v in values.tolist()], dtype=object
+    )
+    d = re.escape(decimal)
+    pattern = re.compile(rf"[+-]?(?:\d{{1,3}}(?:[. \u00a0]\d{{3}})+|\d+)(?:{d}\d+)?")
+    ok = np.array([isinstance(v, str) and pattern.fullmatch(v) is not None for v in text],
+                  dtype=bool)
+    text_cells = np.array([isinstance(v, str) for v in text], dtype=bool)
+    if (text_cells & ~ok).any():
+        bad = text_cells & ~ok
+        _fail(
+            str(values.name),
+            f"are not amounts written with the decimal mark {decimal!r} (values: "
+            f"{describe_rows(text[bad])})",
+            bad,
+            values.index,
+            "Fix those cells, or pass the decimal mark the file uses (decimal='.').",
+        )
+    out = np.full(len(text), np.nan)
+    out[ok] = [float(re.sub(r"[. \u00a0]", "", v).replace(decimal, ".")) for v in text[ok]]
+    numeric = ~text_cells & pd.notna(text)
+    out[numeric] = pd.to_numeric(pd.Series(text[numeric]), errors="coerce").to_numpy(float)
+    return pd.Series(out, index=values.index, name=values.name)
+
+
+def _separator_hint(header: list[str], sep: str) -> str:
+    """When a CSV header read with ``sep`` is one column holding another separator."""
+    if len(header) != 1:
+        return ""
+    for other, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+        if other != sep and other in str(header[0]):
+            flag = "'\\t'" if other == "\t" else f"'{other}'"
+            return (
+                f" The header reads as one column {header[0]!r}: the file seems to use "
+                f"{name}s between fields; pass sep={flag} (--sep {flag} on the command line)."
+            )
+    return ""
+
+
 def _read_input(
-    data: Any, columns: list[str], id_col: str, date_col: str, encoding: str = "utf-8"
+    data: Any,
+    columns: list[str],
+    id_col: str,
+    date_col: str,
+    encoding: str = "utf-8",
+    *,
+    amount_col: str | None = None,
+    sep: str | None = None,
+    decimal: str = ".",
 ) -> pd.DataFrame:
-    """A DataFrame from a DataFrame, a CSV path or a Parquet path (no copy of the data)."""
+    """A DataFrame from a DataFrame, a CSV, Excel (.xlsx) or Parquet path (no copy of a
+    DataFrame's data). ``sep`` is the CSV field separator (default ``","``, tab for
+    ``.tsv``); ``decimal`` the decimal mark of text amounts (``","`` for 230,30)."""
     if isinstance(data, pd.DataFrame):
+        if amount_col is not None and decimal != "." and amount_col in data.columns:
+            data = data.assign(**{amount_col: _decimal_comma_numbers(data[amount_col], decimal)})
         return data
     if not isinstance(data, str | Path):
         raise DataValidationError(
-            f"transactions must be a pandas DataFrame or the path of a CSV or Parquet file, "
-            f"got {type(data).__name__}."
+            f"transactions must be a pandas DataFrame or the path of a CSV, Excel or Parquet "
+            f"file, got {type(data).__name__}."
         )
     path = Path(data)
     if not path.is_file():
         raise DataValidationError(f"transaction file not found: '{path}'. Check the path.")
     suffixes = [s.lower() for s in path.suffixes]
+    frame = None
     try:
         if suffixes and suffixes[-1] in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -647,28 +707,54 @@ def _read_input(
             missing = [c for c in columns if c not in names]
             if missing:
                 _missing_columns(missing, names)
-            return pd.read_parquet(path, columns=columns)
-        if ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
-            sep = "\t" if ".tsv" in suffixes else ","
-            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+            frame = pd.read_parquet(path, columns=columns)
+        elif suffixes and suffixes[-1] in (".xlsx", ".xlsm"):
+            # the first sheet; ids as text (as for CSV), dates as Excel stores them
+            header = pd.read_excel(path, nrows=0).columns
             missing = [c for c in columns if c not in header]
             if missing:
                 _missing_columns(missing, list(header))
+            dtype = {id_col: str} if decimal == "." or amount_col is None else {
+                id_col: str, amount_col: str}
+            frame = pd.read_excel(path, usecols=columns, dtype=dtype)
+            frame = _ids_to_int_if_canonical(frame, id_col)
+        elif suffixes and suffixes[-1] == ".xls":
+            raise DataValidationError(
+                f"'{path}' is an old-style Excel .xls file, which is not read; save it as "
+                f".xlsx (or .csv) in Excel and pass that file."
+            )
+        elif ".csv" in suffixes or ".txt" in suffixes or ".tsv" in suffixes:
+            if sep is None:
+                sep = "\t" if ".tsv" in suffixes else ","
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+            missing = [c for c in columns if c not in header]
+            if missing:
+                try:
+                    _missing_columns(missing, list(header))
+                except DataValidationError as exc:
+                    raise DataValidationError(
+                        str(exc) + _separator_hint(list(header), sep)
+                    ) from None
             # Ids are read as text so that zero-padded ids ("007" vs "7") stay distinct;
             # ids that are all plain integers are turned back into integers below. Dates
             # are read as text and parsed by _parse_dates, as for a DataFrame. The pyarrow
             # parser, unlike pandas' C parser with usecols, refuses a row with more fields
             # than the header: "1,2024-01-01,1,50" (an unquoted decimal comma) would
-            # otherwise be read silently as an amount of 1.
+            # otherwise be read silently as an amount of 1. With a decimal comma the
+            # amounts are read as text (pyarrow would read "1.230" as 1.23) and converted
+            # by _decimal_comma_numbers.
+            dtype = {id_col: str, date_col: str}
+            if decimal != "." and amount_col is not None:
+                dtype[amount_col] = str
             frame = pd.read_csv(
                 path,
                 sep=sep,
                 usecols=columns,
-                dtype={id_col: str, date_col: str},
+                dtype=dtype,
                 encoding=encoding,
                 engine="pyarrow",
             )
-            return _ids_to_int_if_canonical(frame, id_col)
+            frame = _ids_to_int_if_canonical(frame, id_col)
     except DataValidationError:
         raise
     except Exception as exc:  # a parser error from pandas/pyarrow: say which file
@@ -683,15 +769,20 @@ def _read_input(
             raise DataValidationError(
                 f"could not read transaction file '{path}': a row has a different number of "
                 f"fields than the header ({text}). Quote fields that contain the separator "
-                f"(e.g. a decimal comma in an amount) or fix the row."
+                f"(e.g. a decimal comma in an amount: or pass sep=';' and decimal=',', "
+                f"--sep ';' --decimal ',' on the command line) or fix the row."
             ) from exc
         raise DataValidationError(
             f"could not read transaction file '{path}': {type(exc).__name__}: {exc}"
         ) from exc
-    raise DataValidationError(
-        f"cannot tell the format of '{path}' from its name; use a .csv (optionally .gz) or "
-        f".parquet file, or read it yourself and pass a DataFrame."
-    )
+    if frame is None:
+        raise DataValidationError(
+            f"cannot tell the format of '{path}' from its name; use a .csv (optionally .gz), "
+            f".xlsx or .parquet file, or read it yourself and pass a DataFrame."
+        )
+    if amount_col is not None and decimal != "." and amount_col in frame.columns:
+        frame[amount_col] = _decimal_comma_numbers(frame[amount_col], decimal)
+    return frame
 
 
 def _ids_to_int_if_canonical(frame: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -989,8 +1080,10 @@ def _parse_amounts(values: pd.Series, col: str, labels: pd.Index) -> np.ndarray:
                 f"are not numbers (values: {shown})",
                 bad,
                 labels,
-                "Strip currency symbols and thousands separators, e.g. "
-                f"pd.to_numeric(df['{col}'].str.replace('[$,]', '', regex=True)).",
+                "If the amounts use a decimal comma (230,30), pass decimal=','; "
+                "otherwise strip currency symbols and thousands separators first, e.g. "
+                f"pd.to_numeric(df['{col}'].str.replace('[$,]', '', regex=True)) for "
+                "$1,230.50.",
             )
     inf = ~np.isfinite(amount)
     if inf.any():
@@ -1109,7 +1202,7 @@ def validate_transactions(
     *,
     customer_col: str = "customer_id",
     date_col: str = "date",
-    amount_col: str = "amount",
+    amount_col: str | None = "amount",
     segment_col: str | None = None,
     date_format: str | None = None,
     observation_end: Any = None,
@@ -1118,6 +1211,8 @@ def validate_transactions(
     duplicates: str = "keep",
     after_end: str = "error",
     encoding: str = "utf-8",
+    sep: str | None = None,
+    decimal: str = ".",
 ) -> tuple[pd.DataFrame, CleaningReport]:
     """Check a transaction log and return it with standard columns, plus what was removed.
 
@@ -1129,6 +1224,9 @@ def validate_transactions(
         into integers only if every id is a plain integer (so ``"007"`` stays ``"007"``).
     customer_col, date_col, amount_col : str
         Names of the customer id, transaction date and amount columns.
+        ``amount_col=None``: a log without amounts (e.g. visits or orders only): every
+        row gets amount 1, so purchase models work and a spend model does not apply
+        (the note in the report says so).
     segment_col : str, optional
         Column giving each customer's segment (one segment per customer).
     date_format : str, optional
@@ -1154,6 +1252,12 @@ def validate_transactions(
     encoding : str
         Text encoding of a CSV file (default UTF-8, with or without a byte-order mark),
         e.g. ``"latin-1"`` or ``"cp1252"``. Ignored for DataFrames and Parquet.
+    sep : str, optional
+        Field separator of a CSV file (default ``","``; tab for ``.tsv``), e.g. ``";"``
+        as Excel writes CSV where the decimal mark is a comma.
+    decimal : {".", ","}
+        Decimal mark of amounts written as text: with ``","``, ``230,30`` is 230.3 and
+        ``1.230,50`` is 1230.5; text of any other shape is reported, never guessed.
 
     Returns
     -------
@@ -1195,12 +1299,21 @@ def validate_transactions(
     _check_option("zero_amounts", zero_amounts, _ZERO_OPTIONS, "")
     _check_option("duplicates", duplicates, _DUPLICATE_OPTIONS, "")
     _check_option("after_end", after_end, _AFTER_END_OPTIONS, "")
-    columns = [customer_col, date_col, amount_col] + ([segment_col] if segment_col else [])
+    _check_option("decimal", decimal, (".", ","), "The decimal mark of the amounts.")
+    if sep is not None and (not isinstance(sep, str) or len(sep) != 1):
+        raise DataValidationError(
+            f"sep={sep!r} is not valid; pass the one character between fields, e.g. ';'."
+        )
+    columns = [customer_col, date_col] + ([amount_col] if amount_col is not None else [])
+    columns += [segment_col] if segment_col else []
     if len(set(columns)) != len(columns):
         raise DataValidationError(
             f"the customer, date, amount and segment columns must be different, got {columns}."
         )
-    frame = _read_input(data, columns, customer_col, date_col, encoding)
+    frame = _read_input(
+        data, columns, customer_col, date_col, encoding,
+        amount_col=amount_col, sep=sep, decimal=decimal,
+    )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         _missing_columns(missing, list(frame.columns))
@@ -1239,7 +1352,14 @@ def validate_transactions(
                 "purchase, df[seg] = df.groupby(customer)[seg].transform('first').",
             )
     dates = _parse_dates(frame[date_col], date_col, labels, date_format, notes)
-    amount = _parse_amounts(frame[amount_col], amount_col, labels)
+    if amount_col is None:
+        amount = np.ones(n_in)
+        notes.append(
+            "no amount column: every transaction counted with amount 1 (purchase models "
+            "only; a spend model does not apply)."
+        )
+    else:
+        amount = _parse_amounts(frame[amount_col], amount_col, labels)
 
     # One reason per removed row (0 = kept), assigned in the documented order.
     reason = np.zeros(n_in, dtype=np.int8)

@@ -4,7 +4,10 @@
 with the run's metadata alongside:
 
 * Parquet: JSON in the schema metadata under the key ``b"bayesclv"``;
-* Excel: a second sheet ``metadata`` with ``key``/``value`` rows;
+* Excel: a second sheet ``metadata`` with ``key``/``value`` rows (JSON values);
+  :func:`export_workbook` writes the analyst's workbook instead: several formatted
+  sheets (currency and percentage formats, frozen header, filters), an ``about`` sheet
+  that says every setting in words, and the same ``metadata`` rows on a hidden sheet;
 * CSV: a sidecar ``<name>.metadata.json`` next to the file (a sidecar rather than a
   commented header, so the CSV stays readable by every tool without options).
 
@@ -54,6 +57,8 @@ from bayesclv.errors import OutputError
 
 __all__ = [
     "export",
+    "export_workbook",
+    "currency_format",
     "read_metadata",
     "check_export_target",
     "export_targets",
@@ -524,17 +529,7 @@ def _write(table, path: Path, fmt: str, meta: dict, meta_json: str, overwrite: b
     else:
         _check_excel_text(table)
         safe = escape_formulas(table)
-        meta_rows = pd.DataFrame(
-            {
-                "key": list(meta),
-                "value": [
-                    v if isinstance(v, str) else json.dumps(v, allow_nan=False)
-                    for v in meta.values()
-                ],
-            }
-        )
-        _check_excel_text(meta_rows)
-        meta_rows = escape_formulas(meta_rows)
+        meta_rows = _meta_rows(meta)
 
         def write(tmp: Path) -> None:
             with pd.ExcelWriter(tmp, engine="openpyxl") as xw:
@@ -542,6 +537,131 @@ def _write(table, path: Path, fmt: str, meta: dict, meta_json: str, overwrite: b
                 meta_rows.to_excel(xw, sheet_name="metadata", index=False)
 
         atomic_write(path, write, overwrite=overwrite)
+
+
+def currency_format(currency: str | None, decimals: int = 2) -> str:
+    """An Excel number format for money: ``"EUR"`` -> ``#,##0.00 "EUR"``, ``"$"`` ->
+    ``"$"#,##0.00`` (a symbol before, a code after), none -> ``#,##0.00``."""
+    body = "#,##0" + ("." + "0" * decimals if decimals else "")
+    if not currency:
+        return body
+    text = str(currency).replace('"', "")
+    return f'{body} "{text}"' if text.isalpha() and len(text) > 1 else f'"{text}"{body}'
+
+
+def _meta_rows(meta: Mapping[str, Any]) -> pd.DataFrame:
+    rows = pd.DataFrame(
+        {
+            "key": list(meta),
+            "value": [
+                v if isinstance(v, str) else json.dumps(v, allow_nan=False)
+                for v in meta.values()
+            ],
+        }
+    )
+    _check_excel_text(rows)
+    return escape_formulas(rows)
+
+
+def export_workbook(
+    sheets: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike,
+    *,
+    metadata: Mapping[str, Any],
+    about: pd.DataFrame | None = None,
+    number_formats: Mapping[str, Mapping[str, str]] | None = None,
+    convergence: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """One analyst workbook (.xlsx): formatted data sheets, an ``about`` sheet, metadata.
+
+    Parameters
+    ----------
+    sheets : mapping {sheet name: DataFrame}
+        The data sheets, in order (e.g. ``{"customers": ..., "segments": ...}``). Each
+        gets a bold, frozen header row (and frozen first column), a filter on every
+        column, widths that fit the header, and the formats of ``number_formats``.
+    about : DataFrame, optional
+        Rows of text (e.g. columns ``item`` and ``value``) for a sheet ``about``, written
+        after the data sheets with wrapped text: the settings in words.
+    number_formats : mapping {sheet: {column: Excel number format}}
+        E.g. ``{"customers": {"clv_mean": currency_format("EUR"), "p_alive": "0.0%"}}``.
+    metadata, convergence, overwrite
+        As :func:`export`; the metadata go to a hidden sheet ``metadata`` (what
+        :func:`read_metadata` reads), the same JSON rows :func:`export` writes.
+
+    Ids are text and formula-like text is escaped as in :func:`export`; every check is
+    made before anything is written, and the file is written atomically.
+    """
+    path = Path(path)
+    names = list(sheets)
+    reserved = {"about", "metadata"} & set(names)
+    if reserved or not names:
+        raise OutputError(
+            f"export_workbook: give one or more data sheets, none named {sorted(reserved)} "
+            f"(those names are the workbook's own)."
+        )
+    n_rows = max(len(t) for t in sheets.values())
+    check_export_target(path, format="xlsx", overwrite=overwrite, n_rows=n_rows)
+    meta = dict(metadata)
+    _check_convergence(meta, convergence)
+    meta = strict_json(meta)
+    prepared = {}
+    for name, table in sheets.items():
+        table = _ids_as_text(table, "xlsx")
+        _check_excel_text(table)
+        prepared[name] = (escape_formulas(table), table)
+    about_safe = None
+    if about is not None:
+        _check_excel_text(about)
+        about_safe = escape_formulas(about)
+    meta_rows = _meta_rows(meta)
+    formats = {k: dict(v) for k, v in (number_formats or {}).items()}
+
+    def write(tmp: Path) -> None:
+        from openpyxl.styles import Alignment, Font
+        from openpyxl.utils import get_column_letter
+
+        with pd.ExcelWriter(tmp, engine="openpyxl") as xw:
+            for name, (safe, raw) in prepared.items():
+                safe.to_excel(xw, sheet_name=name, index=False)
+                ws = xw.sheets[name]
+                ws.freeze_panes = "B2"
+                if len(safe.columns):
+                    last = get_column_letter(len(safe.columns))
+                    ws.auto_filter.ref = f"A1:{last}{len(safe) + 1}"
+                for j, col in enumerate(raw.columns, start=1):
+                    letter = get_column_letter(j)
+                    ws.cell(row=1, column=j).font = Font(bold=True)
+                    fmt = formats.get(name, {}).get(col)
+                    if fmt is not None:
+                        for (cell,) in ws.iter_rows(min_row=2, min_col=j, max_col=j):
+                            cell.number_format = fmt
+                    sample = safe[safe.columns[j - 1]].head(200).astype(str)
+                    width = max([len(str(safe.columns[j - 1]))] + sample.str.len().tolist())
+                    ws.column_dimensions[letter].width = min(max(10, width + 2), 48)
+            if about_safe is not None:
+                about_safe.to_excel(xw, sheet_name="about", index=False)
+                ws = xw.sheets["about"]
+                ws.freeze_panes = "A2"
+                widths = [34] + [110] * (len(about_safe.columns) - 1)
+                for j, w in enumerate(widths, start=1):
+                    ws.column_dimensions[get_column_letter(j)].width = w
+                    ws.cell(row=1, column=j).font = Font(bold=True)
+                for row in ws.iter_rows(min_row=2):
+                    for cell in row:
+                        cell.alignment = Alignment(wrap_text=True, vertical="top")
+            meta_rows.to_excel(xw, sheet_name="metadata", index=False)
+            xw.sheets["metadata"].sheet_state = "hidden"
+
+    try:
+        atomic_write(path, write, overwrite=overwrite)
+    except OSError as exc:
+        raise OutputError(
+            f"could not write {path} ({exc.strerror or exc}); nothing was replaced. Free "
+            f"some space or check permissions, or write elsewhere."
+        ) from exc
+    return path
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

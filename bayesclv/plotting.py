@@ -2,7 +2,14 @@
 
 Nothing here takes a ``pm.Model``. Matrices over frequency x recency are computed on the
 grid only (posterior mean of the per-draw closed forms of :mod:`bayesclv.predict`,
-chunked over draws), never customers x draws x grid.
+chunked over draws), never customers x draws x grid; a
+:class:`~bayesclv.stacking.PurchaseStack` is averaged over its own draws (each family on
+the draw positions the stack gives it), so its matrix is the mixture's posterior mean.
+
+Labels say what is drawn: a segment total is "total CLV of the segment", never "CLV";
+an interval says whether it is a credible interval of expected CLV or a predictive
+interval of realised CLV (``interval=``); a title claims a comparison (e.g. across
+pooling levels) only when the plot shows one.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import xarray as xr
 
 from bayesclv.families import FAMILIES
 from bayesclv.predict import DrawParams, log_p_alive, phi_alive
+from bayesclv.stacking import PurchaseStack
 from bayesclv.summary import interval_arrays
 
 __all__ = [
@@ -26,16 +34,28 @@ __all__ = [
     "plot_clv_distribution",
     "plot_segment_shrinkage",
     "plot_tracking",
+    "plot_pit_histogram",
+    "plot_family_comparison",
+    "family_label",
+    "model_label",
     "plot_frequency_check",
     "plot_conditional_expectations",
     "plot_trace",
     "plot_rank",
 ]
 
-def _label(model: str) -> str:
+def family_label(model: str) -> str:
     """A family's name for people (``"bgnbd"`` -> ``"BG/NBD"``)."""
     fam = FAMILIES.get(model)
     return fam.label if fam is not None else model
+
+
+_label = family_label
+
+
+def _time_unit(params) -> str:
+    like = params.like if isinstance(params, PurchaseStack) else params
+    return like.attrs.get("time_unit") or "week"
 
 
 #: Largest number of (draw x grid cell) values evaluated at once.
@@ -58,20 +78,44 @@ def _segment(dp: DrawParams, segment: str | None) -> tuple[int, str]:
     return int(dp.positions([str(segment)])[0]), str(segment)
 
 
+def _parts(params) -> list[tuple[DrawParams, float]]:
+    """``(draws, share of the draws)`` of each family: one for plain draws, one per
+    family with draws for a stack."""
+    if isinstance(params, PurchaseStack):
+        n = params.n_draws
+        return [(DrawParams(sub, "purchase"), len(pos) / n) for _, pos, sub in
+                params.components()]
+    return [(DrawParams(params, "purchase"), 1.0)]
+
+
+def model_label(params) -> str:
+    """Who made the draws, for titles: ``"BG/NBD"``, or ``"stack of BG/NBD 0.71 +
+    Pareto/NBD 0.29"`` for a purchase stack."""
+    if isinstance(params, PurchaseStack):
+        parts = sorted(params.weights.items(), key=lambda kv: -kv[1])
+        if sum(w > 0 for _, w in parts) == 1:
+            return _label(parts[0][0])
+        return "stack of " + " + ".join(f"{_label(k)} {w:.2f}" for k, w in parts if w > 0)
+    return _label(params.attrs.get("model", ""))
+
+
 def _grid_mean(params, T, max_frequency, n_recency, segment, fn):
-    dp = DrawParams(params, "purchase")
-    col, name = _segment(dp, segment)
+    parts = _parts(params)
+    col, name = _segment(parts[0][0], segment)
     x = np.arange(int(max_frequency) + 1, dtype=float)[:, None]
     t_x = np.linspace(0.0, float(T), int(n_recency))[None, :]
     cells = x.size * t_x.size
     step = max(1, _CHUNK // cells)
-    total = np.zeros((x.size, t_x.size))
-    for start in range(0, dp.n_draws, step):
-        th = {n: v[start:start + step, col][:, None, None] for n, v in dp.values.items()}
-        total += fn(dp.model, th, x, t_x, float(T)).sum(axis=0)
-    mean = total / dp.n_draws
+    mean = np.zeros((x.size, t_x.size))
+    for dp, share in parts:
+        col, _ = _segment(dp, name)
+        total = np.zeros((x.size, t_x.size))
+        for start in range(0, dp.n_draws, step):
+            th = {n: v[start:start + step, col][:, None, None] for n, v in dp.values.items()}
+            total += fn(dp.model, th, x, t_x, float(T)).sum(axis=0)
+        mean += share * total / dp.n_draws
     mean[0, 1:] = np.nan  # recency is 0 when frequency is 0: those cells cannot occur
-    return mean, x.ravel(), t_x.ravel(), dp.model, name
+    return mean, x.ravel(), t_x.ravel(), parts[0][0].model, name
 
 
 def probability_alive_matrix(params: xr.Dataset, T: float, *, max_frequency: int = 30,
@@ -120,11 +164,11 @@ def plot_probability_alive_matrix(params: xr.Dataset, T: float, *, segment: str 
     """Heat map of the posterior mean P(alive) over frequency x recency at age ``T``."""
     mat = probability_alive_matrix(params, T, max_frequency=max_frequency,
                                    n_recency=n_recency, segment=segment)
-    dp = DrawParams(params, "purchase")
+    dp = _parts(params)[0][0]
     _, name = _segment(dp, segment)
-    unit = params.attrs.get("time_unit") or "week"
-    title = (f"{_label(dp.model)}: P(alive), segment {name}, "
-             f"T = {T:g} {unit}s")
+    unit = _time_unit(params)
+    title = (f"{model_label(params)}: P(alive), segment {name}, "
+             f"T = {T:.4g} {unit}s")
     return _matrix_plot(mat, ax, title, "posterior mean P(alive)", unit, 0.0, 1.0)
 
 
@@ -134,11 +178,11 @@ def plot_expected_purchases_matrix(params: xr.Dataset, T: float, horizon: float,
     """Heat map of posterior mean expected purchases in the next ``horizon``."""
     mat = expected_purchases_matrix(params, T, horizon, max_frequency=max_frequency,
                                     n_recency=n_recency, segment=segment)
-    dp = DrawParams(params, "purchase")
+    dp = _parts(params)[0][0]
     _, name = _segment(dp, segment)
-    unit = params.attrs.get("time_unit") or "week"
-    title = (f"{_label(dp.model)}: expected purchases in the next "
-             f"{horizon:g} {unit}s\nsegment {name}, T = {T:g} {unit}s")
+    unit = _time_unit(params)
+    title = (f"{model_label(params)}: expected purchases in the next "
+             f"{horizon:.4g} {unit}s\nsegment {name}, T = {T:.4g} {unit}s")
     return _matrix_plot(mat, ax, title, "posterior mean expected purchases", unit,
                         cmap="magma")
 
@@ -154,12 +198,15 @@ def _draws_by_segment(draws) -> dict[str, np.ndarray]:
 
 
 def plot_clv_distribution(draws: xr.DataArray | Mapping[str, np.ndarray], *, prob: float = 0.94,
-                          label: str = "CLV", currency: str = "", ax=None):
+                          label: str = "CLV", currency: str = "", interval: str = "interval",
+                          title: str | None = None, ax=None):
     """Violin per segment of posterior draws (e.g. segment CLV totals or a mean CLV).
 
     ``draws``: a DataArray with a ``segment`` dim (other dims are flattened as draws) or
     a mapping ``{segment: 1-D draws}``. The median and the central ``prob`` interval
-    are marked.
+    are marked. ``label`` says what the draws are (for segment totals: "total CLV of
+    the segment", not "CLV"); ``interval`` what kind of interval the bar is (e.g.
+    "credible interval of expected CLV" or "predictive interval of realised CLV").
     """
     ax = _ax(ax)
     by_seg = _draws_by_segment(draws)
@@ -177,8 +224,8 @@ def plot_clv_distribution(draws: xr.DataArray | Mapping[str, np.ndarray], *, pro
     ax.set_xlabel("segment")
     unit = f" ({currency})" if currency else ""
     ax.set_ylabel(f"{label}{unit}")
-    ax.set_title(f"Posterior distribution of {label} by segment "
-                 f"(dot: median, bar: {prob:.0%} interval)")
+    ax.set_title(title or f"Posterior distribution of the {label} "
+                 f"(dot: median, bar: {prob:.0%} {interval})")
     return ax
 
 
@@ -233,12 +280,19 @@ def plot_segment_shrinkage(estimates: Mapping[str, xr.Dataset], param: str, *,
     ax.set_xticks(x, ticks)
     ax.set_xlabel("segment (customers)")
     ax.set_ylabel(param)
-    ax.set_title(f"Shrinkage of '{param}' across pooling levels (median, {prob:.0%} interval)")
+    if len(estimates) > 1:
+        ax.set_title(f"Shrinkage of '{param}' across pooling levels "
+                     f"(median, {prob:.0%} credible interval)")
+    else:  # one level fitted: no comparison to claim
+        (level,) = estimates
+        ax.set_title(f"Segment estimates of '{param}', {level} pooling "
+                     f"(median, {prob:.0%} credible interval)")
     ax.legend(fontsize="small")
     return ax
 
 
-def plot_tracking(table: pd.DataFrame, *, kind: str = "cumulative", ax=None):
+def plot_tracking(table: pd.DataFrame, *, kind: str = "cumulative", title: str | None = None,
+                  ax=None):
     """Actual vs expected repeat transactions per period (from ``diagnostics.tracking``)."""
     if kind not in ("cumulative", "incremental"):
         raise ValueError(f"kind must be 'cumulative' or 'incremental', got {kind!r}.")
@@ -260,9 +314,65 @@ def plot_tracking(table: pd.DataFrame, *, kind: str = "cumulative", ax=None):
     ax.set_xlabel(f"{unit}s since {table.attrs.get('start', 'the first acquisition')}")
     ax.set_ylabel("cumulative repeat transactions" if pre else f"repeat transactions per {per}")
     model = _label(table.attrs.get("model", "")) if table.attrs.get("model") else ""
-    ax.set_title(f"{model} tracking: {kind} repeat transactions".strip())
+    ax.set_title(title or f"{model} tracking: {kind} repeat transactions".strip())
     ax.legend(loc="upper left" if pre else "upper right")
     ax.set_xlim(t.min() - 0.5, t.max() + 0.5)
+    return ax
+
+
+def plot_pit_histogram(pit: np.ndarray, *, quantity: str = "holdout purchases",
+                       bins: int = 10, prob: float = 0.94, ax=None):
+    """Histogram of randomized PIT values (``HoldoutEvaluation.predicted["pit_purchases"]``).
+
+    Calibrated predictions give a flat histogram: the line is the uniform count and the
+    band its central ``prob`` binomial range for this many customers. A U shape means
+    intervals that are too narrow (over-confident), a hump too wide, a slope bias.
+    """
+    from scipy.stats import binom
+
+    u = np.asarray(pit, dtype=float)
+    u = u[np.isfinite(u)]
+    ax = _ax(ax)
+    n = u.size
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
+    ax.hist(u, bins=edges, color="C0", alpha=0.6, edgecolor="white", label="customers",
+            zorder=2)
+    lo, hi = binom.ppf([(1 - prob) / 2, (1 + prob) / 2], n, 1.0 / bins)
+    ax.axhspan(lo, hi, color="0.6", alpha=0.35, zorder=3, lw=0,
+               label=f"{prob:.0%} range of each bar if calibrated")
+    ax.axhline(n / bins, color="k", lw=1, ls="--", label="uniform (calibrated)", zorder=4)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("randomized PIT of each customer's holdout value")
+    ax.set_ylabel("customers")
+    ax.set_title(f"Calibration of {quantity}: randomized PIT (flat = calibrated)")
+    ax.legend(fontsize="small", loc="upper center")
+    return ax
+
+
+def plot_family_comparison(table: pd.DataFrame, *, ax=None):
+    """Each family's ELPD (PSIS-LOO) difference to the best, with the standard error of
+    the difference, and the stacking weights (``FamilyComparison.table``). The SE of a
+    difference, not of each ELPD, says whether the families can be told apart."""
+    ax = _ax(ax, (7, 0.6 * len(table) + 1.8))
+    names = [str(k) for k in table.index]
+    y = np.arange(len(names))[::-1]
+    diff = -table["elpd_diff"].to_numpy(float)
+    dse = table["dse"].to_numpy(float)
+    ax.errorbar(diff, y, xerr=dse, fmt="o", color="k", capsize=4,
+                label="ELPD difference to the best +- its SE")
+    ax.axvline(0.0, color="grey", ls=":", lw=1)
+    for yi, d, e in zip(y, diff, dse, strict=True):
+        text = "best" if d == 0 else f"{d:.1f} +- {e:.1f}"
+        ax.annotate(text, (d, yi), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize="small")
+    ax.set_yticks(y, [f"{_label(n)}\nweight {w:.2f}" for n, w in
+                      zip(names, table["weight"], strict=True)])
+    ax.set_xlabel("ELPD (PSIS-LOO) minus the best family's, in nats (0 = best)")
+    ax.set_title("Family comparison over customers: difference to the best")
+    lo = float(np.min(diff - dse)) if len(diff) else -1.0
+    ax.set_xlim(min(lo * 1.15, -1.0), max(1.0, 0.1 * abs(lo)))
+    ax.legend(fontsize="small", loc="lower left")
+    ax.margins(y=0.35)
     return ax
 
 

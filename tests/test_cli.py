@@ -54,7 +54,7 @@ def test_fit_score_export_round_trip(orders_csv, tmp_path):
     fit_dir = tmp_path / "fit"
     code = main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
                  "--amount-col", "revenue", "--segment-col", "segment",
-                 "--calibration-end", str(pd.Timestamp(cal_end).date()),
+                 "--calibration-end", str(pd.Timestamp(cal_end).date()), "--model", "bgnbd",
                  "--sampler", "map", "--out", str(fit_dir), "--no-progress"])
     assert code == 0
     # MAP is an approximation: its verdict must never read as a passed convergence check.
@@ -79,6 +79,7 @@ def test_a_fit_that_fails_its_checks_exits_3(orders_csv, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
               "--amount-col", "revenue", "--calibration-end", str(pd.Timestamp(cal_end).date()),
+              "--model", "bgnbd",
               "--draws", "20", "--tune", "5", "--chains", "2", "--out", str(tmp_path / "f"),
               "--no-progress"])
     assert exc.value.code == EXIT_BAD_FIT
@@ -90,7 +91,8 @@ def test_laplace_with_rounded_times_scores_every_customer(orders_csv, tmp_path):
     code = main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
                  "--amount-col", "revenue", "--segment-col", "segment",
                  "--calibration-end", str(pd.Timestamp(cal_end).date()),
-                 "--sampler", "laplace", "--round-times", "1", "--draws", "100",
+                 "--model", "bgnbd", "--sampler", "laplace", "--round-times", "1",
+                 "--draws", "100",
                  "--out", str(fit_dir), "--no-progress"])
     assert code == 0
     diag = json.loads((fit_dir / "diagnostics.json").read_text())
@@ -114,7 +116,8 @@ def test_nutpie_jax_backend_from_the_command_line(orders_csv, tmp_path):
     fit_dir = tmp_path / "fit"
     code = main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
                  "--amount-col", "revenue", "--calibration-end", str(pd.Timestamp(cal_end).date()),
-                 "--sampler", "nutpie", "--nutpie-backend", "jax", "--draws", "100",
+                 "--model", "bgnbd", "--sampler", "nutpie", "--nutpie-backend", "jax",
+                 "--draws", "100",
                  "--tune", "100", "--chains", "2", "--out", str(fit_dir), "--no-progress",
                  "--allow-bad-fit"])  # fmt: skip
     assert code == 0
@@ -155,7 +158,7 @@ def day_first(orders_csv, tmp_path_factory):
 def _fit_args(csv_path, out, *extra):
     return ["fit", str(csv_path), "--customer-col", "user", "--date-col", "ts",
             "--amount-col", "revenue", "--segment-col", "segment", "--out", str(out),
-            "--no-progress", *extra]  # fmt: skip
+            "--model", "bgnbd", "--no-progress", *extra]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +266,11 @@ def test_score_replaces_outputs_only_with_force(fitted, tmp_path, capsys, suffix
     from bayesclv.summary import read_metadata
 
     assert read_metadata(out)["horizon"] == 13
-    assert read_metadata(tmp_path / f"clv_segments.{suffix}")["horizon"] == 13
+    if suffix == "xlsx":  # one workbook: the segments are a sheet of it
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["clv.xlsx"]
+        assert pd.read_excel(out, sheet_name="segments")["segment"].iloc[-1] == "portfolio"
+    else:
+        assert read_metadata(tmp_path / f"clv_segments.{suffix}")["horizon"] == 13
 
 
 def test_fit_into_a_folder_holding_a_fit_needs_force(fitted, day_first, capsys):
@@ -349,11 +356,12 @@ def test_an_internal_error_is_one_line_and_exit_1(fitted, tmp_path, capsys, monk
     """A bug (here: an exception planted in the folder reader) still prints one line;
     BAYESCLV_DEBUG=1 shows the traceback."""
     import bayesclv.cli as cli
+    import bayesclv.workflow as workflow
 
     def broken(fit_dir):
         raise RuntimeError("planted bug\nsecond line")
 
-    monkeypatch.setattr(cli, "_load_fit_dir", broken)
+    monkeypatch.setattr(workflow, "load_fit_dir", broken)
     argv = ["score", str(fitted), "--out", str(tmp_path / "clv.csv")]
     assert main(argv) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err
@@ -362,3 +370,370 @@ def test_an_internal_error_is_one_line_and_exit_1(fitted, tmp_path, capsys, monk
     monkeypatch.setenv("BAYESCLV_DEBUG", "1")
     with pytest.raises(RuntimeError, match="planted bug"):
         main(argv)
+
+
+# --------------------------------------------------------------------------- issue 20
+# What a new user meets: flags for everything the errors ask for, European CSVs and
+# Excel input, defaults that follow the time unit, a clear refusal of --method simulate
+# on a one-draw fit, scores that say what date they are as of, the automatic family
+# choice, --version, help for every flag, and no PyTensor BLAS warning.
+def _parse(argv):
+    from bayesclv.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_version_prints_the_package_version(capsys):
+    from bayesclv import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bayesclv {__version__}"
+
+
+def test_every_flag_has_help_text_and_shows_its_default(capsys):
+    import argparse
+
+    from bayesclv.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"demo", "fit", "score", "report"}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+        formatter = p._get_formatter()
+        for action in p._actions:
+            if action.option_strings and action.default not in (None, False,
+                                                                argparse.SUPPRESS):
+                assert "%(default)" in formatter._get_help_string(action), (name, action.dest)
+    fit_help = " ".join(sub.choices["fit"].format_help().split())
+    for flag in ("--after-end", "--negative-amounts", "--zero-amounts", "--duplicates",
+                 "--sep", "--decimal", "--date-format", "--candidates", "--model"):
+        assert flag in fit_help
+    assert "(default: auto)" in fit_help and "(default: error)" in fit_help
+    assert "BLAS" in parser.format_help()  # the note on the silenced warning
+
+
+def test_the_model_choices_come_from_the_registry():
+    from bayesclv.families import purchase_families
+
+    args = _parse(["fit", "x.csv", "--customer-col", "a", "--date-col", "b", "--amount-col",
+                   "c", "--out", "o"])
+    assert args.model == "auto"
+    for name in purchase_families():
+        assert _parse(["fit", "x.csv", "--customer-col", "a", "--date-col", "b",
+                       "--amount-col", "c", "--out", "o", "--model", name]).model == name
+
+
+def test_library_advice_is_rewritten_as_flags():
+    from bayesclv.cli import in_flags
+
+    assert in_flags("pass date_format='%d/%m/%Y' (--date-format '%d/%m/%Y' on the command "
+                    "line) or fix") == "pass --date-format '%d/%m/%Y' or fix"
+    assert in_flags("or after_end='drop' to remove them") == "or --after-end 'drop' to remove them"
+    assert in_flags("Pass overwrite=True (--force on the command line) to replace it") == (
+        "Pass --force to replace it")
+    assert in_flags("encoding='latin-1' (or --encoding latin-1 on the command line)") == (
+        "--encoding 'latin-1'")
+    assert in_flags("nothing to rewrite: x=1") == "nothing to rewrite: x=1"
+
+
+@pytest.fixture(scope="module")
+def euro_csv(orders_csv, tmp_path_factory):
+    """The orders as a European spreadsheet writes them: ';' between fields, amounts x 100
+    with a decimal comma and '.' between thousands, dates day first."""
+    path, _ = orders_csv
+    log = pd.read_csv(path, parse_dates=["ts"])
+    amounts = (log["revenue"] * 100).map(
+        lambda v: f"{v:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
+    )
+    assert amounts.str.contains(r"\.").any() and amounts.str.contains(",").all()
+    euro = log.assign(ts=log["ts"].dt.strftime("%d/%m/%Y"), revenue=amounts)
+    out = tmp_path_factory.mktemp("euro") / "orders_euro.csv"
+    euro.to_csv(out, sep=";", index=False)
+    return out
+
+
+def _read_argv(path, *extra):
+    return ["fit", str(path), "--customer-col", "user", "--date-col", "ts", "--amount-col",
+            "revenue", "--segment-col", "segment", "--out", "unused", *extra]
+
+
+def test_sep_decimal_and_xlsx_input_give_the_same_customers(orders_csv, euro_csv, tmp_path):
+    from bayesclv.cli import _read_options
+    from bayesclv.workflow import read_log
+
+    path, _ = orders_csv
+    plain = read_log(_read_options(_parse(_read_argv(path, "--time-unit", "day")))).to_frame()
+    euro = read_log(_read_options(_parse(_read_argv(
+        euro_csv, "--sep", ";", "--decimal", ",", "--date-format", "%d/%m/%Y",
+        "--time-unit", "day")))).to_frame()
+    assert list(euro.index) == list(plain.index)
+    for col in ("frequency", "recency", "T"):
+        np.testing.assert_array_equal(euro[col], plain[col])
+    np.testing.assert_allclose(euro["monetary_value"], 100 * plain["monetary_value"], atol=0.006)
+    xlsx = tmp_path / "orders.xlsx"
+    pd.read_csv(path).to_excel(xlsx, index=False)
+    book = read_log(_read_options(_parse(_read_argv(xlsx, "--time-unit", "day")))).to_frame()
+    assert list(book.index) == list(plain.index)
+    np.testing.assert_allclose(book["monetary_value"], plain["monetary_value"])
+    np.testing.assert_array_equal(book["T"], plain["T"])
+
+
+def test_reading_errors_name_the_flag_that_fixes_them(euro_csv, tmp_path, capsys):
+    """Before, the advice was Python (after_end='drop', a regex turning 230,30 into
+    23030) and the command line had no such flags."""
+    out = tmp_path / "f"
+    base = ["fit", str(euro_csv), "--customer-col", "user", "--date-col", "ts",
+            "--amount-col", "revenue", "--out", str(out), "--date-format", "%d/%m/%Y"]
+    assert main(base) == EXIT_BAD_INPUT
+    assert "--sep ';'" in _error_line(capsys.readouterr().err)
+    assert main([*base, "--sep", ";"]) == EXIT_BAD_INPUT
+    line = _error_line(capsys.readouterr().err)
+    assert "--decimal ','" in line and "decimal=" not in line
+    # a refund and a row after the observation end: each error names its flag
+    log = pd.read_csv(euro_csv, sep=";", dtype=str)
+    log.loc[3, "revenue"] = "-12,50"
+    bad = tmp_path / "refund.csv"
+    log.to_csv(bad, sep=";", index=False)
+    argv = ["fit", str(bad), "--customer-col", "user", "--date-col", "ts", "--amount-col",
+            "revenue", "--out", str(out), "--sep", ";", "--decimal", ",", "--date-format",
+            "%d/%m/%Y"]
+    assert main(argv) == EXIT_BAD_INPUT
+    assert "--negative-amounts 'drop'" in _error_line(capsys.readouterr().err)
+    last = pd.to_datetime(log["ts"], format="%d/%m/%Y").max()
+    early = str((last - pd.Timedelta(days=10)).date())
+    assert main([*argv, "--negative-amounts", "drop", "--observation-end", early]) == 2
+    assert "--after-end 'drop'" in _error_line(capsys.readouterr().err)
+    assert not (out / "manifest.json").exists()
+    # and the flags do fix them
+    from bayesclv.cli import _read_options
+    from bayesclv.workflow import read_log
+
+    rfm = read_log(_read_options(_parse([*argv, "--negative-amounts", "drop",
+                                         "--observation-end", early, "--after-end", "drop"])))
+    report = rfm.meta["cleaning_report"]
+    assert report.negative_removed == 1 and report.after_end_removed > 0
+
+
+def test_auto_with_a_map_sampler_is_refused_before_any_work(orders_csv, tmp_path, capsys):
+    path, _ = orders_csv
+    argv = ["fit", str(path), "--customer-col", "user", "--date-col", "ts", "--amount-col",
+            "revenue", "--sampler", "map", "--out", str(tmp_path / "f")]
+    assert main(argv) == EXIT_BAD_INPUT
+    line = _error_line(capsys.readouterr().err)
+    assert "PSIS-LOO" in line and "--model bgnbd" in line
+    assert not (tmp_path / "f").exists()
+    assert main([*argv, "--model", "bgnbd", "--candidates", "bgnbd"]) == EXIT_BAD_INPUT
+    assert "--candidates" in _error_line(capsys.readouterr().err)
+
+
+def test_simulate_on_a_map_fit_is_refused_with_the_fix(fitted, tmp_path, capsys):
+    """Before, 'score' (default --method simulate) on a MAP fit simulated one future per
+    customer: 73% got CLV 0 and every interval had zero width, without a word."""
+    out = tmp_path / "clv.csv"
+    assert main(["score", str(fitted), "--out", str(out)]) == EXIT_BAD_INPUT
+    line = _error_line(capsys.readouterr().err)
+    assert "one-draw" in line and "--method expected" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scores_say_their_as_of_date_and_defaults_follow_the_time_unit(fitted, tmp_path,
+                                                                       capsys):
+    from bayesclv.export import read_metadata
+
+    out = tmp_path / "clv.csv"
+    assert main(["score", str(fitted), "--method", "expected", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    settings = json.loads((fitted / "settings.json").read_text())
+    as_of = settings["calibration_end"]
+    assert as_of and f"scores as of {as_of}" in printed
+    meta = read_metadata(out)
+    assert meta["as_of"] == as_of and meta["horizon"] == 52 and meta["discount_period"] == 52
+    assert meta["about"]["Horizon"].startswith("52 weeks (1 year)")
+    assert "per 52 weeks (1 year)" in meta["about"]["Discounting"]
+    assert meta["interval"]["meaning"] == "94% equal-tailed credible interval of expected CLV"
+    assert "WARNING: no uncertainty" in meta["about"]  # a MAP fit: zero-width intervals
+    table = pd.read_csv(out)
+    assert (table["as_of"] == as_of).all()
+    assert (table["interval_meaning"] == meta["interval"]["meaning"]).all()
+    segs = pd.read_csv(tmp_path / "clv_segments.csv")
+    assert segs["interval_meaning"].str.contains("total CLV of the segment").all()
+    from bayesclv.workflow import ScoreOptions, describe_period
+
+    month = ScoreOptions().resolved("month")
+    assert (month.horizon, month.discount_period) == (12, 12)
+    assert describe_period(12, "month") == "12 months (1 year)"
+    assert describe_period(365, "day") == "365 days (1 year)"
+    assert describe_period(26, "week") == "26 weeks (0.5 years)"
+
+
+def test_a_log_without_amounts_fits_purchase_models_only(orders_csv, tmp_path, capsys):
+    """--amount-col none: no spend model; the scores are expected purchases, in months."""
+    from bayesclv.export import read_metadata
+
+    path, _ = orders_csv
+    fit_dir = tmp_path / "fit"
+    assert main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
+                 "--amount-col", "none", "--time-unit", "month", "--model", "bgnbd",
+                 "--sampler", "map", "--pooling", "complete", "--out", str(fit_dir),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert not (fit_dir / "spend_fit.nc").exists()
+    manifest = json.loads((fit_dir / "manifest.json").read_text())
+    assert manifest["models"] == {"purchase": "bgnbd", "spend": None}
+    capsys.readouterr()
+    out = tmp_path / "purchases.csv"
+    assert main(["score", str(fit_dir), "--method", "simulate", "--out", str(out)]) == 2
+    assert "--method expected" in _error_line(capsys.readouterr().err)
+    assert main(["score", str(fit_dir), "--method", "expected", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    meta = read_metadata(out)
+    assert meta["horizon"] == 12 and meta["time_unit"] == "month"
+    assert meta["value"] == "expected purchases"
+    assert meta["about"]["Horizon"].startswith("12 months (1 year)")
+    assert {"purchases_mean", "purchases_lower", "purchases_upper", "p_alive"} <= set(table)
+    assert not any(c.startswith("clv_") for c in table.columns)
+    assert (table["purchases_mean"] > 0).all()
+
+
+def test_p_top_is_the_share_of_draws_in_the_top_with_rank_intervals():
+    from bayesclv.workflow import top_share_columns
+
+    rng = np.random.default_rng(0)
+    n_draws, n = 2000, 50
+    draws = rng.normal(size=(n_draws, n))
+    draws[:, 0] += 100.0  # always first
+    draws[:, 1] -= 100.0  # always last
+    res = top_share_columns(draws, 0.1, 0.9, random_seed=1)
+    assert res["n_top"] == 5
+    assert res["p_top"][0] == 1.0 and res["p_top"][1] == 0.0
+    assert res["rank_lower"][0] == res["rank_upper"][0] == 1
+    assert res["rank_lower"][1] == res["rank_upper"][1] == n
+    # brute force for the others: rank within each draw, count the top 5
+    ranks = (-draws).argsort(axis=1).argsort(axis=1) + 1
+    np.testing.assert_allclose(res["p_top"], (ranks <= 5).mean(axis=0))
+    assert np.isclose(res["p_top"].sum(), 5.0)  # five customers in the top of every draw
+    np.testing.assert_allclose(res["p_top_mcse"],
+                               np.sqrt(res["p_top"] * (1 - res["p_top"]) / n_draws))
+    # ties (e.g. many simulated CLVs of 0) are broken at random, not by position
+    tied = np.zeros((4000, 20))
+    p = top_share_columns(tied, 0.25, 0.9, random_seed=2)["p_top"]
+    np.testing.assert_allclose(p, 0.25, atol=0.04)
+
+
+def test_the_blas_warning_is_silenced_in_the_cli(monkeypatch):
+    import warnings
+
+    import bayesclv.cli as cli
+
+    monkeypatch.delenv("BAYESCLV_DEBUG", raising=False)
+    monkeypatch.setenv("PYTHONWARNINGS", "")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        with pytest.raises(SystemExit):
+            main(["--version"])
+        warnings.warn(f"{cli._BLAS} installation. Operations ...", UserWarning, stacklevel=1)
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["another warning"]
+    import os
+
+    assert f"ignore:{cli._BLAS}:UserWarning" in os.environ["PYTHONWARNINGS"]  # for workers
+
+
+# --------------------------------------------------------------------------- --model auto
+@pytest.fixture(scope="module")
+def auto_fit(orders_csv, tmp_path_factory):
+    """A real automatic choice: BG/NBD and MBG/NBD, PyMC 2 x 100 draws (the checks fail
+    at this size, hence --allow-bad-fit), the last 8 weeks kept as holdout."""
+    path, cal_end = orders_csv
+    early = str((pd.Timestamp(cal_end) - pd.Timedelta(weeks=8)).date())
+    out = tmp_path_factory.mktemp("auto") / "fit"
+    code = main(["fit", str(path), "--customer-col", "user", "--date-col", "ts",
+                 "--amount-col", "revenue", "--segment-col", "segment", "--calibration-end",
+                 early, "--candidates", "bgnbd,mbgnbd", "--pooling", "complete",
+                 "--sampler", "pymc", "--draws", "100", "--tune", "100", "--chains", "2",
+                 "--allow-bad-fit", "--no-progress", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    return out, path
+
+
+def test_auto_saves_every_candidate_and_the_comparison_in_the_sealed_folder(auto_fit):
+    from bayesclv.saved import open_folder
+    from bayesclv.workflow import load_fit_dir
+
+    fit_dir, _ = auto_fit
+    manifest = open_folder(fit_dir)
+    assert manifest["models"]["purchase"] == "auto"
+    assert sorted(manifest["models"]["candidates"]) == ["bgnbd", "mbgnbd"]
+    assert {"purchase_bgnbd.nc", "purchase_mbgnbd.nc", "spend_fit.nc", "comparison.json"} <= set(
+        manifest["files"])
+    comparison = json.loads((fit_dir / "comparison.json").read_text())
+    weights = comparison["stack"]["weights"]
+    assert np.isclose(sum(weights), 1.0) and all(w >= 0 for w in weights)
+    assert comparison["summary"].startswith("family choice by PSIS-LOO")
+    assert comparison["best"] == comparison["table"][0]["family"]
+    folder = load_fit_dir(fit_dir)
+    stack = folder.purchase_params()
+    assert dict(stack.weights) == dict(zip(comparison["stack"]["families"], weights,
+                                           strict=True))
+    # the comparison is part of the seal: an edited weight is refused
+    import shutil
+
+    copy = fit_dir.parent / "edited"
+    shutil.copytree(fit_dir, copy)
+    edited = json.loads((copy / "comparison.json").read_text())
+    edited["stack"]["weights"] = [1.0, 0.0]
+    (copy / "comparison.json").write_text(json.dumps(edited))
+    assert main(["score", str(copy), "--out", str(copy / "x.csv"), "--allow-bad-fit"]) == 2
+
+
+def test_score_of_an_auto_fit_uses_the_stack_and_says_which_family_won(auto_fit, tmp_path,
+                                                                       capsys):
+    from bayesclv.export import read_metadata
+
+    fit_dir, _ = auto_fit
+    out = tmp_path / "clv.parquet"
+    argv = ["score", str(fit_dir), "--method", "expected", "--allow-bad-fit"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    comparison = json.loads((fit_dir / "comparison.json").read_text())
+    assert comparison["summary"].splitlines()[0] in printed
+    meta = read_metadata(out)
+    assert meta["family_choice"] == comparison["summary"]
+    assert meta["models"]["purchase"] == "auto"
+    assert sum(meta["stacking_weights"].values()) == pytest.approx(1.0)
+    stack = pd.read_parquet(out)
+    one = tmp_path / "mbgnbd.parquet"
+    assert main([*argv, "--model", "mbgnbd", "--out", str(one)]) == 0
+    assert read_metadata(one)["models"]["families"] == ["mbgnbd"]
+    single = pd.read_parquet(one)
+    assert list(single["customer_id"]) == list(stack["customer_id"])
+    if comparison["stack"]["weights"][comparison["stack"]["families"].index("mbgnbd")] < 1:
+        assert not np.allclose(single["clv_mean"], stack["clv_mean"])
+    assert main([*argv, "--model", "pareto_nbd", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "holds fits of" in _error_line(capsys.readouterr().err)
+
+
+def test_report_of_an_auto_fit_checks_the_holdout_of_each_family(auto_fit, tmp_path, capsys):
+    fit_dir, log = auto_fit
+    out = tmp_path / "report"
+    assert main(["report", str(fit_dir), "--log", str(log), "--out", str(out),
+                 "--allow-bad-fit"]) == 0
+    printed = capsys.readouterr().out
+    assert "holdout: 8 weeks" in printed and "BIAS" in printed
+    numbers = json.loads((out / "report.json").read_text())
+    assert {r["family"] for r in numbers["holdout_by_family"]} == {"bgnbd", "mbgnbd"}
+    assert numbers["family_choice"].startswith("family choice by PSIS-LOO")
+    page = (out / "report.html").read_text()
+    assert "Which family" in page and "data:image/png;base64," in page
+    for name in ("family_comparison.png", "pit_histogram.png", "conditional_expectations.png",
+                 "tracking_cumulative.png", "report.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    # again without --force: refused, nothing replaced
+    before = (out / "report.html").read_bytes()
+    assert main(["report", str(fit_dir), "--log", str(log), "--out", str(out),
+                 "--allow-bad-fit"]) == 2
+    assert "--force" in _error_line(capsys.readouterr().err)
+    assert (out / "report.html").read_bytes() == before

@@ -329,3 +329,77 @@ def test_parquet_is_typed_data_and_keeps_lookalikes_as_they_are(tmp_path):
     t = pd.DataFrame({"customer_id": LOOKALIKES, "clv_mean": 1.0})
     path = export(t, tmp_path / "out.parquet", metadata=META)
     assert pd.read_parquet(path)["customer_id"].tolist() == LOOKALIKES
+
+
+# --------------------------------------------------------------------------- workbook
+# Issue 20: one analyst workbook (customers, segments and an "about" sheet in words),
+# with number formats and currency, a frozen header and filters; metadata on a hidden
+# sheet, the same JSON as export() writes.
+def _workbook(tmp_path, **kw):
+    from bayesclv.export import currency_format, export_workbook
+
+    customers = pd.DataFrame({
+        "customer_id": [12345678901234567890, 2, 3],
+        "segment": ["=web", "shop", "shop"],
+        "clv_mean": [10.5, 2.25, 1234.5],
+        "p_alive": [0.5, 0.25, 1.0],
+    })
+    segments = pd.DataFrame({"segment": ["shop", "web", "portfolio"],
+                             "total_mean": [3.0, 10.5, 13.5]})
+    about = pd.DataFrame({"item": ["As of", "Interval"],
+                          "value": ["2024-09-30: the end of calibration",
+                                    "94% credible interval of expected CLV"]})
+    path = export_workbook(
+        {"customers": customers, "segments": segments}, tmp_path / "clv.xlsx",
+        metadata={"as_of": "2024-09-30", "horizon": 52, "nan": float("nan")}, about=about,
+        number_formats={"customers": {"clv_mean": currency_format("EUR"), "p_alive": "0.0%"},
+                        "segments": {"total_mean": currency_format("EUR")}},
+        **kw,
+    )
+    return path, customers
+
+
+def test_workbook_sheets_formats_frozen_header_filters_and_hidden_metadata(tmp_path):
+    path, customers = _workbook(tmp_path)
+    wb = openpyxl.load_workbook(path)
+    assert wb.sheetnames == ["customers", "segments", "about", "metadata"]
+    assert [wb[s].sheet_state for s in wb.sheetnames] == ["visible"] * 3 + ["hidden"]
+    ws = wb["customers"]
+    assert ws.freeze_panes == "B2" and ws.auto_filter.ref == "A1:D4"
+    assert [c.value for c in ws[1]] == list(customers.columns)
+    assert all(c.font.bold for c in ws[1])
+    assert ws["C2"].number_format == '#,##0.00 "EUR"' and ws["C4"].value == 1234.5
+    assert ws["D2"].number_format == "0.0%"
+    assert ws["A2"].value == "12345678901234567890" and ws["A2"].data_type == "s"
+    assert ws["B2"].value == "'=web"  # formula-like text escaped
+    assert wb["segments"]["B2"].number_format == '#,##0.00 "EUR"'
+    assert wb["segments"].auto_filter.ref == "A1:B4"
+    about = {r[0]: r[1] for r in wb["about"].iter_rows(min_row=2, values_only=True)}
+    assert about["As of"].startswith("2024-09-30")
+    assert wb["about"]["B2"].alignment.wrap_text
+    meta = read_metadata(path)
+    assert meta["as_of"] == "2024-09-30" and meta["horizon"] == 52
+    assert meta["nan"] is None and meta["nonfinite_as_null"] == {"nan": "NaN"}
+
+
+def test_workbook_overwrite_rules_and_reserved_sheet_names(tmp_path):
+    from bayesclv.export import export_workbook
+
+    path, _ = _workbook(tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(OutputError, match="exists"):
+        _workbook(tmp_path)
+    assert path.read_bytes() == before
+    _workbook(tmp_path, overwrite=True)
+    with pytest.raises(OutputError, match="about"):
+        export_workbook({"about": table()}, tmp_path / "x.xlsx", metadata={})
+    assert not (tmp_path / "x.xlsx").exists()
+
+
+def test_currency_formats_put_a_code_after_and_a_symbol_before():
+    from bayesclv.export import currency_format
+
+    assert currency_format("EUR") == '#,##0.00 "EUR"'
+    assert currency_format("$") == '"$"#,##0.00'
+    assert currency_format("€", decimals=0) == '"€"#,##0'
+    assert currency_format(None) == "#,##0.00"
