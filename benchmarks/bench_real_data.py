@@ -130,6 +130,33 @@ def _point(params: dict, model: str, rfm) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------------- runs
+def run_lifetimes(rfm, families, name: str) -> dict | None:
+    """lifetimes (in benchmarks/.venv-peers) as an outside check of the MLE columns."""
+    import tempfile
+
+    from _common import PEERS_PYTHON, run_job
+
+    from bayesclv.diagnostics import holdout_metrics
+
+    models = [f for f in ("bgnbd", "mbgnbd", "pareto_nbd") if f in families]
+    if not PEERS_PYTHON.exists() or not models:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.csv"
+        rfm.to_frame().reset_index()[["customer_id", "frequency", "recency", "T"]].to_csv(
+            path, index=False)
+        job = {"lib": "lifetimes_purchases", "data": str(path), "models": models,
+               "horizon": float(rfm.holdout_length)}
+        res = run_job(PEERS_PYTHON, job, timeout=3600)
+    out = {}
+    for model in models:
+        r = res.get(model) or {"error": res.get("stderr_tail", "no result")[-300:]}
+        if "pred_purchases" in r:
+            r.update(holdout_metrics(rfm.holdout_frequency, np.asarray(r.pop("pred_purchases"))))
+        out[model] = r
+    return out
+
+
 def run_mle(rfm, families) -> dict:
     from bayesclv.classic import fit_mle
     from bayesclv.diagnostics import holdout_metrics
@@ -286,6 +313,12 @@ def markdown(info, sets: dict, args) -> str:
         for col, (mae, rmse, bias, ll) in pub.items():
             rows.append([f"published {col}", _fmt(mae), _fmt(rmse), _fmt(bias, "+.3f"),
                          _fmt(ll, ".3f")])
+        for fam, r in (d.get("lifetimes") or {}).items():
+            if "MAE" in r:
+                rows.append([f"lifetimes 0.11.3 MLE {FAMILIES[fam].label}", _fmt(r["MAE"]),
+                             _fmt(r["RMSE"]), _fmt(r["BIAS"], "+.3f"), "-"])
+            else:
+                rows.append([f"lifetimes MLE {fam}", "error", "", "", r.get("error", "")[:60]])
         for fam, r in d["mle"].items():
             if "error" in r:
                 rows.append([f"ours MLE {fam}", "error", "", "", r["error"][:60]])
@@ -371,12 +404,15 @@ def main(argv=None) -> int:
                     help="CDNOW only, BG/NBD and MBG/NBD, complete and partial pooling, "
                          "tiny draws (the CI check that this script runs)")
     ap.add_argument("--out", default=None, help="file stem (default real_data[_smoke])")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the lifetimes outside check (benchmarks/.venv-peers)")
     ap.add_argument("--results-dir", default=None, help=f"default {RESULTS}")
     args = ap.parse_args(argv)
     if args.smoke:
         args.datasets, args.families, args.poolings = "cdnow", "bgnbd,mbgnbd", "complete,partial"
         args.sampler, args.chains, args.draws, args.tune, args.eval_draws = (
             "pymc", 2, 150, 150, 100)
+        args.no_peers = True
     from bayesclv.selection import candidate_families
 
     if args.results_dir:
@@ -399,6 +435,7 @@ def main(argv=None) -> int:
                             f"{list(rfm.segment_names)}; families {fams}"
                             + (f"; not applicable: {skipped}" if skipped else "")}
         d["mle"] = run_mle(rfm, fams)
+        d["lifetimes"] = run_lifetimes(rfm, fams, name) if not args.no_peers else None
         d["bayes"], preds, fits = run_bayes(rfm, fams, args.poolings.split(","), args)
         d["auto"], auto_pred = run_auto(rfm, fits, args)
         stem = args.out or ("real_data_smoke" if args.smoke else "real_data")

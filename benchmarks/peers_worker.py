@@ -330,6 +330,32 @@ def run_peer_holdout(job: dict, df: pd.DataFrame) -> dict:
     }
 
 
+def run_lifetimes_purchases(job: dict, df: pd.DataFrame) -> dict:
+    """lifetimes' maximum-likelihood purchase models and their own conditional expected
+    purchases over ``horizon`` (``lib == "lifetimes_purchases"``, used by
+    ``bench_real_data.py`` as an outside check); ``models``: a list of ``bgnbd``,
+    ``mbgnbd``, ``pareto_nbd``."""
+    import lifetimes
+
+    fitters = {"bgnbd": lifetimes.BetaGeoFitter, "mbgnbd": lifetimes.ModifiedBetaGeoFitter,
+               "pareto_nbd": lifetimes.ParetoNBDFitter}
+    h = float(job["horizon"])
+    out = {}
+    for model in job["models"]:
+        t0 = time.perf_counter()
+        try:
+            f = fitters[model](penalizer_coef=0.0)
+            f.fit(df["frequency"], df["recency"], df["T"])
+            pred = f.conditional_expected_number_of_purchases_up_to_time(
+                h, df["frequency"], df["recency"], df["T"])
+            out[model] = {"params": {k: float(v) for k, v in f.params_.items()},
+                          "pred_purchases": [float(v) for v in np.asarray(pred, dtype=float)],
+                          "fit_s": time.perf_counter() - t0}
+        except Exception as exc:  # a peer failure is reported, not fatal
+            out[model] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return out
+
+
 def main() -> None:
     job = json.loads(sys.argv[1])
     t_start = time.perf_counter()
@@ -337,7 +363,8 @@ def main() -> None:
     runner = {"ours": run_ours, "pymc_marketing": run_pymc_marketing,
               "lifetimes": run_lifetimes,
               "pymc_marketing_clv": run_pymc_marketing_clv,
-              "peer_holdout": run_peer_holdout}[job["lib"]]  # fmt: skip
+              "peer_holdout": run_peer_holdout,
+              "lifetimes_purchases": run_lifetimes_purchases}[job["lib"]]  # fmt: skip
     out = runner(job, df)
     out["process_s"] = time.perf_counter() - t_start
     out.update(_rss_mb())
