@@ -478,3 +478,31 @@ def test_an_unbound_family_refuses_to_predict_rather_than_ignore_the_covariates(
     ref = PARETO_NBD_COV.resolve(rfm).p_alive(truth, x, rfm.recency[:3], rfm.T[:3], **cov)
     np.testing.assert_allclose(bound.p_alive(truth, x, rfm.recency[:3], rfm.T[:3], **cov), ref)
     assert PARETO_NBD_COV.resolve(rfm).row_key(rfm)[0].shape == (rfm.n_customers,)
+
+
+def test_dyncov_builder_potential_equals_the_numpy_loglikelihood():
+    """The model ``build_model`` makes for the time-varying family evaluates the family's
+    likelihood (one formula): its potential at the initial point equals the NumPy sum.
+    (NUTS through the builder: benchmarks/bench_covariates.py --nuts.)"""
+    from bayesclv.models import build_model
+
+    n = 60
+    cal = calendar_covariates(start="2019-12-29", end="2020-07-05", freq="W-SUN",
+                              high_season=[3, 4])  # fmt: skip
+    tab = TimeVaryingCovariates.from_calendar(np.arange(n), cal)
+    first = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.arange(n) % 20, unit="D")
+    log, _ = simulate_dyncov(r=1.0, alpha=35.0, s=0.8, beta=280.0,
+                             gamma_purchase={"high_season": 1.0}, gamma_dropout={},
+                             calendar=tab, first_days=first, end_day="2020-06-30",
+                             random_seed=2)  # fmt: skip
+    log["amount"] = 1.0
+    rfm = join_covariates(rfm_summary(log, calibration_end="2020-06-30"), tab,
+                          purchase=["high_season"], dropout=[], transactions=log)  # fmt: skip
+    model = build_model("pareto_nbd_dyncov", rfm, pooling="complete")
+    point = model.initial_point()
+    fam = PARETO_NBD_DYNCOV.resolve(rfm)
+    outs = model.replace_rvs_by_values([model["loglike"], *(model[p] for p in fam.params)])
+    f = model.compile_fn(outs, inputs=model.value_vars, mode="FAST_COMPILE", point_fn=True)
+    pot, *nat = f(point)
+    th = dict(zip(fam.params, (float(np.ravel(v)[0]) for v in nat), strict=True))
+    assert float(pot) == pytest.approx(float(_loglik(fam, rfm, th).sum()), rel=1e-10)
