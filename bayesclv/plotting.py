@@ -300,7 +300,8 @@ def plot_tracking(table: pd.DataFrame, *, kind: str = "cumulative", title: str |
     pre = "cum_" if kind == "cumulative" else ""
     t = table["period"].to_numpy()
     ax.fill_between(t, table[f"{pre}lower"], table[f"{pre}upper"], color="C1", alpha=0.3,
-                    label=f"model {table.attrs.get('prob', 0.9):.0%} interval", step=None)
+                    label=f"model: {table.attrs.get('prob', 0.9):.0%} credible interval of "
+                    "the expected count", step=None)
     ax.plot(t, table[f"{pre}expected"], color="C1", ls="--", label="model (posterior mean)")
     ax.plot(t, table[f"{pre}actual"], color="k", label="actual")
     cal = table.attrs.get("calibration_end")
@@ -408,7 +409,8 @@ def plot_conditional_expectations(table: pd.DataFrame, *, label: str = "model", 
     x = np.arange(len(table))
     ax.plot(x, table["actual"], "ko-", label="actual")
     ax.plot(x, table["predicted"], "s--", color="C1", label=label)
-    ax.fill_between(x, table["lower"], table["upper"], color="C1", alpha=0.25)
+    ax.fill_between(x, table["lower"], table["upper"], color="C1", alpha=0.25,
+                    label="credible interval of the expected mean")
     ax.set_xticks(x, [f"{f}\n({n})" for f, n in zip(table["frequency"], table["customers"],
                                                      strict=True)])
     ax.set_xlabel("repeat purchases in calibration (customers)")

@@ -359,9 +359,10 @@ def _html(folder, scored, figs, ev, by_family, headline, model_words) -> str:
     m = scored.metadata
     about = m["about"]
     esc = html.escape
-    facts = ["As of", "Source file", "Customers", "Purchase model", "Spend model", "Pooling",
-             "Horizon", "Discounting", "Margin", "Currency", "Interval", "Ranking", "P(alive)",
-             "Convergence", "Sampler", "Seeds", "Created", "Software"]
+    facts = ["WARNING: no uncertainty", "As of", "Source file", "Customers", "Purchase model",
+             "Spend model", "Pooling", "Horizon", "Discounting", "Margin", "Currency",
+             "Interval", "Ranking", "P(alive)", "Convergence", "Sampler", "Seeds", "Created",
+             "Software"]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(about.get(k, '')))}</td></tr>"
                    for k in facts if k in about)
     seg = scored.segments.copy()
@@ -388,6 +389,10 @@ def _html(folder, scored, figs, ev, by_family, headline, model_words) -> str:
     if by_family is not None:
         hold += "<h3>Each candidate family on its own</h3>" + _table(by_family, "{:,.4f}")
     cur = f" ({m.get('currency')})" if m.get("currency") and scored.value == "CLV" else ""
+    warn = ""
+    if "WARNING: no uncertainty" in about:
+        warn = (f'<p class="warn"><b>Warning:</b> '
+                f'{esc(about["WARNING: no uncertainty"])}</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>bayesclv report: {esc(str(folder.path))}</title>
@@ -402,13 +407,14 @@ table.t td, table.t th, table.facts td, table.facts th {{ padding: 3px 8px;
 table.facts th {{ width: 150px; color: #444; }}
 .grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 10px; }}
 figure {{ margin: 0; }} img {{ width: 100%; border: 1px solid #eee; }}
+.warn {{ background: #fff3cd; border: 1px solid #e0c36a; padding: 6px 10px; }}
 pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; white-space: pre-wrap; }}
 </style></head><body>
 <h1>Customer lifetime value report</h1>
 <p class="sub">{esc(scored.value)} over the next {esc(about['Horizon'])}; scores as of
 {esc(str(folder.calibration_end))}; purchase model: {esc(model_words)}.
 Intervals: {esc(m['interval']['meaning'])}.</p>
-<div class="grid"><div>
+{warn}<div class="grid"><div>
 <h2>Settings</h2><table class="facts">{rows}</table>
 {choice}
 </div><div>

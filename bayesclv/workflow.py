@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -246,7 +248,45 @@ def read_log(opts: ReadOptions, *, observation_end: Any = "from-options",
 
     obs = opts.observation_end if observation_end == "from-options" else observation_end
     cal = opts.calibration_end if calibration_end == "from-options" else calibration_end
-    clean, report = validate_transactions(
+    error = None
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            clean, _ = _validate(validate_transactions, opts, obs)
+        except Exception as exc:  # said after the warnings, which come first
+            error = exc
+    guessed = set()
+    for w in seen:
+        # pandas guessed the date format from the first date and says so in Python
+        # terms ("Pass `dayfirst=True`"): say it once, with the flag
+        found = re.match(r"Parsing dates in (\S+) format when dayfirst", str(w.message))
+        if found:
+            guessed.add(found.group(1))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for fmt in sorted(guessed):
+        log(f"the dates were read as {fmt}, a format guessed from the first date; pass "
+            f"--date-format '{fmt}' to say so (or the format the file uses)")
+    if error is not None:
+        raise error
+    rfm = rfm_summary(
+        clean,
+        segment_col="segment" if opts.segment_col else None,
+        time_unit=opts.time_unit,
+        calibration_end=cal,
+        observation_end=obs,
+    )
+    report = rfm.meta.get("cleaning_report")
+    if report is not None:
+        log(f"cleaning report:\n{report}")
+    if opts.round_times and opts.round_times > 0:
+        rfm = round_times(rfm, opts.round_times)
+        log(f"recency and age rounded to multiples of {opts.round_times:g} {rfm.time_unit}(s)")
+    return (rfm, clean) if return_clean else rfm
+
+
+def _validate(validate_transactions, opts: ReadOptions, obs):
+    return validate_transactions(
         opts.source,
         customer_col=opts.customer_col,
         date_col=opts.date_col,
@@ -262,20 +302,6 @@ def read_log(opts: ReadOptions, *, observation_end: Any = "from-options",
         sep=opts.sep,
         decimal=opts.decimal,
     )
-    rfm = rfm_summary(
-        clean,
-        segment_col="segment" if opts.segment_col else None,
-        time_unit=opts.time_unit,
-        calibration_end=cal,
-        observation_end=obs,
-    )
-    report = rfm.meta.get("cleaning_report")
-    if report is not None:
-        log(f"cleaning report:\n{report}")
-    if opts.round_times and opts.round_times > 0:
-        rfm = round_times(rfm, opts.round_times)
-        log(f"recency and age rounded to multiples of {opts.round_times:g} {rfm.time_unit}(s)")
-    return (rfm, clean) if return_clean else rfm
 
 
 # =====================================================================================
