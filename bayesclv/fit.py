@@ -210,12 +210,20 @@ def fit(
             backend = {"backend": "jax", "gradient_backend": "jax"}
         if keep is not None:
             backend["var_names"] = keep
-        if initvals is not None:
-            compiled = nutpie.compile_pymc_model(
-                model, initial_points=initvals[0], jitter_rvs=set(), **backend
-            )
-        else:
-            compiled = nutpie.compile_pymc_model(model, **backend)
+        init = {"initial_points": initvals[0], "jitter_rvs": set()} if initvals else {}
+        compiled = None
+        if nutpie_backend == "numba":
+            # compiled once per machine (bayesclv.compile_cache); nutpie's own compiler
+            # wherever the cache is off or cannot take the model
+            from bayesclv.compile_cache import compile_nutpie_numba
+
+            try:
+                compiled, info = compile_nutpie_numba(model, var_names=keep, **init)
+            except Exception as exc:  # noqa: BLE001  (nutpie's compiler says what is wrong)
+                info = {"compile_cache": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
+            timings.update(info)
+        if compiled is None:
+            compiled = nutpie.compile_pymc_model(model, **init, **backend)
         timings["compile_s"] = time.perf_counter() - t1
         idata = nutpie.sample(
             compiled,

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from bayesclv.errors import ModelSpecificationError, OutputError, SavedModelError
+from bayesclv.families import FAMILIES
 
 __all__ = [
     "FitSettings",
@@ -722,9 +723,10 @@ def load_fit_dir(fit_dir: Path) -> FittedFolder:
     for name in candidates:
         file = _purchase_file(name, auto)
         idata = load_fit(fit_dir / file)
-        if idata.attrs.get("model") == "gamma_gamma":
+        held = FAMILIES.get(idata.attrs.get("model"))
+        if held is not None and held.kind != "purchase":
             raise SavedModelError(
-                f"{fit_dir / file} holds a gamma_gamma (spend) fit, not a purchase "
+                f"{fit_dir / file} holds a {held.name} ({held.kind}) fit, not a purchase "
                 f"model; the fit folder's files were swapped or mixed. {refit}."
             )
         purchase[name] = idata

@@ -33,9 +33,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
+import bayesclv.likelihoods.pareto_nbd as pnbd  # noqa: E402
 from _common import RESULTS, machine_info  # noqa: E402
 
-import bayesclv.likelihoods.pareto_nbd as pnbd  # noqa: E402
 from bayesclv.ops import ops_for  # noqa: E402
 
 CDNOW_MLE = (0.553, 10.578, 0.606, 11.669)
