@@ -16,7 +16,7 @@ prior predictive simulation in ``tests/test_models.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -86,13 +86,70 @@ class CVPrior:
     prior for a Gamma/negative-binomial overdispersion parameter (a penalised-complexity
     style prior shrinking toward the simpler model). The model samples ``cv`` on the
     log scale, where the tail toward equal rates decays like ``cv``.
+
+    ``rate`` names the unconstrained parameter that is the log of the same Gamma's mean
+    (Pareto/NBD: ``log_dropout_rate``; :class:`ParetoNBDPriors` sets it). The two are then
+    sampled together in coordinates the data can tell apart: ``cv`` and the log of the
+    population's cumulative hazard at a reference time ``t0``,
+    ``log H = log(k log1p(t0 m / k))`` with ``m`` the mean rate (``exp(-H)`` is the share
+    of customers whose event, e.g. dropout, has not happened by ``t0``:
+    :meth:`log_hazard_from_rate`). ``t0`` is the prior median of the mean time to the
+    event, ``exp(-mu)`` of the rate's prior. Why: when the data see few events (low
+    repeat buying, a short calibration) they fix roughly how many customers dropped out
+    within the window, not the shape; with a large ``cv`` (small ``k``) the mean rate is
+    then carried by a few customers who drop out at once, and the ridge of equal
+    likelihood bends away as ``log m ~ H cv^2``: NUTS diverges in that bend (issue 15,
+    benchmarks/bench_low_repeat.py). Along that ridge ``log H(t0)`` moves by at most
+    ``|log(t0 / t_data)|`` whatever ``cv`` is. The prior is unchanged: the rate keeps its
+    Normal prior on ``log m``, with the Jacobian of the change of coordinates; ``rate``
+    only moves the sampler, so it takes no part in comparisons of priors.
     """
 
     sigma: float
+    rate: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ModelSpecificationError(f"CVPrior needs a finite sigma > 0, got {self.sigma}.")
+        if self.rate is not None and not (isinstance(self.rate, str) and self.rate):
+            raise ModelSpecificationError(
+                f"CVPrior.rate must name an unconstrained parameter, got {self.rate!r}."
+            )
+
+    # The coordinates of (log mean rate, log k) described above, backend-neutral (NumPy or
+    # PyTensor). With q = t0 m / k: log H = log k + log(log1p(q)) = log k + log softplus(log
+    # q), whose inverse is log q = log expm1(exp(log H - log k)). Below -30 the first-order
+    # forms (log H = log m + log t0 to 1e-13) avoid underflow; each branch sees clipped
+    # arguments, so that the branch not taken has finite gradients too.
+    @staticmethod
+    def log_hazard_from_rate(log_rate, log_k, log_t0):
+        """``log H(t0) = log(k log1p(t0 m / k))`` from ``log m`` and ``log k``."""
+        from bayesclv.ops import ops_for
+
+        o = ops_for(log_rate, log_k)
+        lq = log_t0 + log_rate - log_k
+        return log_k + o.where(lq < -30.0, lq, o.log(o.softplus(o.maximum(lq, -30.0))))
+
+    @staticmethod
+    def rate_from_log_hazard(log_hazard, log_k, log_t0):
+        """Inverse of :meth:`log_hazard_from_rate`: ``log m`` from ``log H(t0)``."""
+        from bayesclv.ops import ops_for
+
+        o = ops_for(log_hazard, log_k)
+        z = log_hazard - log_k
+        y = o.exp(o.minimum(o.maximum(z, -30.0), 700.0))
+        return log_k - log_t0 + o.where(z < -30.0, z, y + o.log(-o.expm1(-y)))
+
+    @staticmethod
+    def log_hazard_jacobian(log_hazard, log_k):
+        """``log |d log m / d log H|`` at fixed ``k`` (it does not depend on ``t0``)."""
+        from bayesclv.ops import ops_for
+
+        o = ops_for(log_hazard, log_k)
+        z = log_hazard - log_k
+        zs = o.minimum(o.maximum(z, -30.0), 700.0)
+        y = o.exp(zs)
+        return o.where(z < -30.0, 0.5 * y, zs - o.log(-o.expm1(-y)))
 
     @staticmethod
     def cv(theta):
@@ -188,11 +245,15 @@ class ParetoNBDPriors:
     log_purchase_rate: NormalPrior = NormalPrior(math.log(0.1), 3.0)
     log_r: NormalPrior = NormalPrior(0.0, 2.5)
     log_dropout_rate: NormalPrior = NormalPrior(math.log(0.02), 3.0)
-    log_s: NormalPrior | CVPrior = CVPrior(2.0)
+    log_s: NormalPrior | CVPrior = CVPrior(2.0, rate="log_dropout_rate")
     segment_sigma: float = 0.5
 
     def __post_init__(self) -> None:
         _check_segment_sigma(self)
+        if isinstance(self.log_s, CVPrior) and self.log_s.rate is None:
+            # s and s / beta are always sampled together (CVPrior.rate), however the
+            # CVPrior was written
+            object.__setattr__(self, "log_s", CVPrior(self.log_s.sigma, "log_dropout_rate"))
 
 
 @dataclass(frozen=True)
@@ -279,7 +340,19 @@ def priors_to_dict(priors) -> dict:
 def priors_from_dict(d: dict):
     """Inverse of :func:`priors_to_dict`."""
     d = dict(d)
-    cls = _PRIOR_CLASSES[d.pop("class")]
+    name = d.pop("class")
+    cls = _PRIOR_CLASSES.get(name)
+    if cls is None:  # a family's own prior class, defined in its module
+        from bayesclv.families import FAMILIES
+
+        by_name = {f.priors_class.__name__: f.priors_class
+                   for f in FAMILIES.values() if f.priors_class is not None}
+        if name not in by_name:
+            raise ModelSpecificationError(
+                f"unknown prior class {name!r}; the families' prior classes are "
+                f"{sorted(set(_PRIOR_CLASSES) | set(by_name))}."
+            )
+        cls = by_name[name]
     kwargs = {}
     for key, value in d.items():
         if isinstance(value, dict):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from pymc.logprob.transforms import Transform
 
 from bayesclv.data import RFMData
 from bayesclv.errors import ModelSpecificationError
@@ -186,17 +187,77 @@ def cv_name(name: str) -> str:
     return name.removeprefix("log_") + "_cv"
 
 
-def _prior_rv(name: str, prior: NormalPrior | CVPrior, dims=None) -> pt.TensorVariable:
+class _HazardTransform(Transform):
+    """Value ``d = log(m / k)`` of a Gamma's log mean ``m`` over its shape ``k``, moved as
+    the log cumulative hazard ``log H(t0) = log(k log1p(t0 e^d))`` given ``k``
+    (:meth:`CVPrior.log_hazard_from_rate <bayesclv.priors.CVPrior.log_hazard_from_rate>`).
+
+    The variable is ``d ~ Normal(mu - log k, sigma)`` (:func:`_prior_rv`), so ``log k`` is
+    read back from its mean, ``mu - inputs[-2]``: the transform depends on ``k`` through
+    the variable's own inputs, as PyMC's interval transform does through its bounds, and
+    the model stays plain PyMC (clone_model, ``pm.do``, pickling into fit_many's workers).
+    """
+
+    name = "hazard"
+
+    def __init__(self, mu: float, log_t0: float):
+        self.mu = float(mu)
+        self.log_t0 = float(log_t0)
+
+    def _log_k(self, inputs):
+        return self.mu - inputs[-2]  # the Normal's inputs end with (mean, sd)
+
+    def forward(self, value, *inputs):
+        log_k = self._log_k(inputs)
+        return CVPrior.log_hazard_from_rate(value + log_k, log_k, self.log_t0)
+
+    def backward(self, value, *inputs):
+        log_k = self._log_k(inputs)
+        return CVPrior.rate_from_log_hazard(value, log_k, self.log_t0) - log_k
+
+    def log_jac_det(self, value, *inputs):
+        return CVPrior.log_hazard_jacobian(value, self._log_k(inputs))
+
+
+def _prior_rv(
+    name: str, prior: NormalPrior | CVPrior, dims=None, *, log_k=None, shape_name: str = "k"
+) -> pt.TensorVariable:
     """A free variable with the prior of unconstrained parameter ``name``, on that scale.
 
     A :class:`NormalPrior` is the free variable itself; a :class:`CVPrior` samples the
     coefficient of variation ``cv ~ HalfNormal(sigma)`` (named :func:`cv_name`) and
     returns ``log k = -2 log cv``.
+
+    With ``log_k``, the log shape of the Gamma whose log mean ``name`` is (see
+    :attr:`CVPrior.rate <bayesclv.priors.CVPrior>`), the prior of ``name`` is unchanged,
+    ``log m ~ Normal(mu, sigma)`` independent of ``k``, but the free variable is
+    ``d = log(m / k) ~ Normal(mu - log k, sigma)``, named ``{name}_per_{shape_name}``
+    (Pareto/NBD: ``log_dropout_rate_per_s = -log beta``), and NUTS moves it as the log
+    cumulative hazard at ``t0 = exp(-mu)`` given ``k`` (:class:`_HazardTransform`, value
+    variable ``{name}_per_{shape_name}_hazard__``). Returned: ``log m = log k + d``. The
+    density of ``(cv, log m)`` is the one without ``log_k``, so ``fit(sampler="map")``
+    (no Jacobians) finds the same mode; the free variable starts at its prior median.
     """
     if isinstance(prior, CVPrior):
         cv = pm.HalfNormal(cv_name(name), prior.sigma, dims=dims)
         return -2.0 * pt.log(cv)
-    return pm.Normal(name, prior.mu, prior.sigma, dims=dims)
+    if log_k is None:
+        return pm.Normal(name, prior.mu, prior.sigma, dims=dims)
+    d = pm.Normal(f"{name}_per_{shape_name}", prior.mu - log_k, prior.sigma, dims=dims,
+                  transform=_HazardTransform(prior.mu, -float(prior.mu)))  # fmt: skip
+    return log_k + d
+
+
+def paired_params(priors_by_name: dict) -> list[tuple[str, str, str]]:
+    """``(shape, rate, k_name)`` for each Gamma shape/log-mean pair sampled together
+    (:attr:`CVPrior.rate <bayesclv.priors.CVPrior>`); the rate's free variable is then
+    ``{rate}_per_{k_name}`` (``{rate}_mu_per_{k_name}`` under partial pooling)."""
+    out = []
+    for shape, prior in priors_by_name.items():
+        rate = prior.rate if isinstance(prior, CVPrior) else None
+        if rate in priors_by_name and isinstance(priors_by_name[rate], NormalPrior):
+            out.append((shape, rate, shape.removeprefix("log_")))
+    return out
 
 
 def unconstrained_params(
@@ -233,11 +294,39 @@ def unconstrained_params(
       posterior of ``z_s`` stays about standard normal whatever ``sigma`` is, which removes
       both the funnel of the centred form and the ridge of the non-centred one
       (partial non-centring; Papaspiliopoulos, Roberts & Skold 2007).
+    - a :class:`~bayesclv.priors.CVPrior` whose ``rate`` names another parameter (the log
+      mean of the same Gamma: Pareto/NBD's ``log_dropout_rate`` beside ``log_s``): that
+      parameter is created with the shape's ``log k`` (:func:`_prior_rv`) and sampled as the
+      log cumulative hazard at a reference time given ``k``, where the likelihood of
+      low-repeat data has a straight ridge instead of a bend (issue 15). Complete and no
+      pooling: the parameter itself; partial: its population mean ``{name}_mu``, with the
+      population ``log k``; the segments' deviations are as above.
     """
     out: dict[str, pt.TensorVariable] = {}
     ones = pt.ones((n_segments,))
+    # Gamma shape/mean pairs sampled together (CVPrior.rate): both made first, here.
+    # For complete and no pooling ``paired`` holds the parameters, for partial their
+    # population means.
+    paired: dict[str, pt.TensorVariable] = {}
+    for shape, rate, k_name in paired_params(priors_by_name):
+        prior = priors_by_name[shape]
+        if pooling == "partial":
+            log_k = _prior_rv(f"{shape}_pop", prior)
+            paired[shape] = pm.Deterministic(f"{shape}_mu", log_k)
+            log_m = _prior_rv(f"{rate}_mu", priors_by_name[rate], log_k=log_k, shape_name=k_name)
+            paired[rate] = pm.Deterministic(f"{rate}_mu", log_m)
+        else:
+            dims = "segment" if pooling == "none" else None
+            log_k = _prior_rv(shape, prior, dims=dims)
+            paired[shape] = pm.Deterministic(shape, log_k, dims=dims)
+            log_m = _prior_rv(rate, priors_by_name[rate], dims=dims, log_k=log_k,
+                              shape_name=k_name)  # fmt: skip
+            paired[rate] = pm.Deterministic(rate, log_m, dims=dims)
     for name, prior in priors_by_name.items():
         shape_prior = isinstance(prior, CVPrior)
+        if name in paired and pooling != "partial":
+            out[name] = paired[name] * ones if pooling == "complete" else paired[name]
+            continue
         if pooling == "complete":
             theta = _prior_rv(name, prior)
             if shape_prior:
@@ -252,7 +341,9 @@ def unconstrained_params(
                 j = list(priors_by_name).index(name)
                 c = pt.as_tensor_variable(information[0][:, j])
                 sd = pt.as_tensor_variable(information[1][:, j])
-                if shape_prior:  # no closed-form law for mu given sigma: sample it as is
+                if name in paired:
+                    mu = paired[name]
+                elif shape_prior:  # no closed-form law for mu given sigma: sample it as is
                     mu = pm.Deterministic(f"{name}_mu", _prior_rv(f"{name}_pop", prior))
                 else:
                     # mu given sigma, with each segment's data summarised as c_s ~ N(mu,
@@ -272,7 +363,9 @@ def unconstrained_params(
                 theta = (mu + c * rho**2) / (1.0 + rho**2) + z * sigma / root
                 out[name] = pm.Deterministic(name, theta, dims="segment")
                 continue
-            if shape_prior:
+            if name in paired:
+                mu = paired[name]
+            elif shape_prior:
                 mu = pm.Deterministic(f"{name}_mu", _prior_rv(f"{name}_pop", prior))
             else:
                 mu = pm.Normal(f"{name}_mu", prior.mu, prior.sigma)
