@@ -149,6 +149,18 @@ def fit_one(model: str, pooling: str, rfm, seed: int, args, priors=None) -> dict
     return row
 
 
+def _priors(model: str, coords: str):
+    """Default priors; ``coords="old"``: Pareto/NBD with ``log(s/beta)`` sampled as is
+    beside ``cv`` (the coordinates before CVPrior.rate), the same prior."""
+    if model != "pareto_nbd" or coords == "new":
+        return None
+    from bayesclv.priors import CVPrior, ParetoNBDPriors
+
+    pr = ParetoNBDPriors()
+    object.__setattr__(pr, "log_s", CVPrior(pr.log_s.sigma))  # no rate: the old sampler
+    return pr
+
+
 def cdnow_check(args) -> dict:
     from bayesclv.datasets import load_cdnow_rfm
     from bayesclv.priors import ParetoNBDPriors, weak_priors
@@ -216,10 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cdnow", action="store_true", help="also the CDNOW weak-prior check")
     ap.add_argument("--label", default="", help="result file suffix, e.g. 'before'")
     ap.add_argument("--smoke", action="store_true", help="tiny, for CI (plumbing only)")
+    ap.add_argument("--coords", default="old,new",
+                    help="Pareto/NBD sampler coordinates, alternating in one run: 'old' "
+                         "(log(s/beta) and cv) and/or 'new' (log cumulative hazard given s)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.seeds, args.size, args.draws, args.tune, args.chains = "1", 200, 60, 60, 2
-        args.poolings = "complete"
+        args.poolings, args.coords = "complete", "new"
     seeds = [int(s) for s in args.seeds.split(",")]
 
     info = machine_info(peers=False)
@@ -230,12 +245,17 @@ def main(argv: list[str] | None = None) -> None:
         data.append({"seed": seed, "repeat_share": dict(zip(TRUTH, rep, strict=True))})
         print(f"seed {seed}: repeat buyers {rep}", flush=True)
         for model in args.models.split(","):
+            coords_list = args.coords.split(",") if model == "pareto_nbd" else ["new"]
             for pooling in args.poolings.split(","):
-                rows.append(fit_one(model, pooling, rfm, seed, args))
-                r = rows[-1]
-                print(f"  {model} {pooling}: div {r['divergences']} rhat {r['rhat_max']:.4f} "
-                      f"({r['rhat_max_var']}) ess {r['ess_bulk_min']:.0f}/{r['ess_tail_min']:.0f}"
-                      f" {r['sample_s']:.0f} s", flush=True)  # fmt: skip
+                for coords in coords_list:
+                    r = fit_one(model, pooling, rfm, seed, args, _priors(model, coords))
+                    if model == "pareto_nbd" and coords == "old":
+                        r["model"] = "pareto_nbd (old coords)"
+                    rows.append(r)
+                    print(f"  {r['model']} {pooling}: div {r['divergences']} rhat "
+                          f"{r['rhat_max']:.4f} ({r['rhat_max_var']}) ess "
+                          f"{r['ess_bulk_min']:.0f}/{r['ess_tail_min']:.0f} "
+                          f"{r['sample_s']:.0f} s", flush=True)  # fmt: skip
     cdnow = cdnow_check(args) if args.cdnow else None
     info["load_average_end"] = list(os.getloadavg())
 
