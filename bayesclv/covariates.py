@@ -56,6 +56,7 @@ __all__ = [
     "calendar_covariates",
     "join_covariates",
     "covariate_design",
+    "as_days",
 ]
 
 _NS_PER_DAY = 86_400 * 10**9
@@ -122,10 +123,18 @@ def _numeric_columns(
     return names, np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
 
 
-def _as_days(values: Any) -> np.ndarray:
-    """Whole days since the epoch (int64) from dates or date-like values."""
+def as_days(values: Any) -> np.ndarray:
+    """Whole days since the epoch (int64) from dates or date-like values.
+
+    Shared with the dynamic-covariate family (``families/pareto_nbd_dyncov.py``), which
+    must count days exactly as the covariate tables do.
+    """
     ts = pd.to_datetime(pd.Series(values)).dt.floor("D")
     return (ts.to_numpy(dtype="datetime64[ns]").astype(np.int64) // _NS_PER_DAY).astype(np.int64)
+
+
+#: Old private name, kept until ``families/pareto_nbd_dyncov.py`` imports :func:`as_days`.
+_as_days = as_days
 
 
 def _dates(days: pd.DatetimeIndex, limit: int = 3) -> str:

@@ -65,10 +65,17 @@ __all__ = [
     "atomic_write",
     "escape_formulas",
     "XLSX_MAX_ROWS",
+    "FORMULA_PREFIXES",
+    "METADATA_KEY",
 ]
 
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_METADATA_KEY = b"bayesclv"
+#: First characters that make a spreadsheet read a text cell as a formula
+#: (:func:`escape_formulas` prefixes such cells with a quote).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+#: Key of the Parquet file metadata entry holding the run's metadata (JSON).
+METADATA_KEY = b"bayesclv"
+_FORMULA_PREFIXES = FORMULA_PREFIXES  # old private names, used in this module
+_METADATA_KEY = METADATA_KEY
 #: Rows an .xlsx sheet holds below its header row (1,048,576 rows in all).
 XLSX_MAX_ROWS = 1_048_575
 _FORMATS = ("csv", "parquet", "xlsx")

@@ -52,6 +52,8 @@ __all__ = [
     "seal_folder",
     "open_folder",
     "file_sha256",
+    "package_version",
+    "attr_json",
 ]
 
 #: 2: a manifest of every array and attribute (1: a hash of the numeric arrays only).
@@ -63,13 +65,15 @@ _HASH_ATTR = "bayesclv_sha256"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _version() -> str:
+def package_version() -> str:
+    """The installed bayesclv version, as written into saved fits."""
     from bayesclv import __version__
 
     return __version__
 
 
-def _attr_json(idata: az.InferenceData, key: str):
+def attr_json(idata: az.InferenceData, key: str):
+    """The JSON attribute ``key`` of a fit, decoded; a SavedModelError if it is not there."""
     try:
         return json.loads(idata.attrs[key])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -77,6 +81,11 @@ def _attr_json(idata: az.InferenceData, key: str):
             f"This InferenceData has no valid bayesclv attribute '{key}'; was it made by "
             f"bayesclv.fit?"
         ) from exc
+
+
+# Old private names, kept until bayesclv/fit.py imports the public ones.
+_version = package_version
+_attr_json = attr_json
 
 
 # --------------------------------------------------------------------------- manifest

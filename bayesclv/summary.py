@@ -22,8 +22,8 @@ from bayesclv.data import RFMData
 # Writing files is its own job (bayesclv/export.py); re-exported so that
 # ``bayesclv.summary.export`` and the helpers other modules import keep working.
 from bayesclv.export import (  # noqa: F401
-    _FORMULA_PREFIXES,
-    _METADATA_KEY,
+    FORMULA_PREFIXES,
+    METADATA_KEY,
     atomic_write,
     escape_formulas,
     export,
