@@ -116,6 +116,7 @@ def run_ours(job: dict, df: pd.DataFrame) -> dict:
         "build_s": build_s,
         "fit_s": timings["total_s"],
         "compile_s": timings.get("compile_s"),
+        "compile_cache": timings.get("compile_cache"),
         "n_rows_likelihood": int(idata.attrs["n_rows"]),
         "n_customers": int(idata.attrs["n_customers"]),
         # bayesclv.fit's default: min(chains, 2) parallel chains.
