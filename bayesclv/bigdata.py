@@ -34,21 +34,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesclv.data import (
-    _AFTER_END_OPTIONS,
-    _DUPLICATE_OPTIONS,
-    _NEGATIVE_OPTIONS,
-    _REASONS,
-    _ZERO_OPTIONS,
-    DAYS_PER_UNIT,
-    CleaningReport,
-    RFMData,
-    _as_day,
-    _check_option,
-    _missing_columns,
-    _period_of_day,
-)
 from bayesclv.errors import DataValidationError, describe_rows
+from bayesclv.log_summary import period_of_day
+from bayesclv.rfm import DAYS_PER_UNIT, RFMData
+from bayesclv.transactions import (
+    AFTER_END_OPTIONS,
+    CLEANING_REASONS,
+    DUPLICATE_OPTIONS,
+    NEGATIVE_OPTIONS,
+    ZERO_OPTIONS,
+    CleaningReport,
+    as_day,
+    check_option,
+    raise_missing_columns,
+)
 
 __all__ = ["rfm_summary_parquet", "parquet_files"]
 
@@ -112,7 +111,7 @@ def _q(name: str) -> str:
 
 
 def _period_sql(day: str, merge_period: str) -> str:
-    """SQL twin of :func:`bayesclv.data._period_of_day` (days since 1970-01-01)."""
+    """SQL twin of :func:`bayesclv.log_summary.period_of_day` (days since 1970-01-01)."""
     if merge_period == "day":
         return day
     if merge_period == "week":
@@ -191,16 +190,16 @@ duplicates, after_end
         raise DataValidationError(
             f"time_unit={time_unit!r} is not supported; use one of {sorted(DAYS_PER_UNIT)}."
         )
-    _check_option("merge_period", merge_period, ("day", "week", "month"), "")
-    _check_option(
+    check_option("merge_period", merge_period, ("day", "week", "month"), "")
+    check_option(
         "negative_amounts",
         negative_amounts,
-        _NEGATIVE_OPTIONS,
+        NEGATIVE_OPTIONS,
         "Negative amounts are usually returns: 'error' stops, 'drop' removes them.",
     )
-    _check_option("zero_amounts", zero_amounts, _ZERO_OPTIONS, "")
-    _check_option("duplicates", duplicates, _DUPLICATE_OPTIONS, "")
-    _check_option("after_end", after_end, _AFTER_END_OPTIONS, "")
+    check_option("zero_amounts", zero_amounts, ZERO_OPTIONS, "")
+    check_option("duplicates", duplicates, DUPLICATE_OPTIONS, "")
+    check_option("after_end", after_end, AFTER_END_OPTIONS, "")
     columns = [customer_col, date_col, amount_col] + ([segment_col] if segment_col else [])
     if len(set(columns)) != len(columns):
         raise DataValidationError(
@@ -209,8 +208,8 @@ duplicates, after_end
     if int(batch_rows) < 1:
         raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}.")
     files = parquet_files(paths)
-    obs_given = None if observation_end is None else _as_day(observation_end, "observation_end")
-    cal_given = None if calibration_end is None else _as_day(calibration_end, "calibration_end")
+    obs_given = None if observation_end is None else as_day(observation_end, "observation_end")
+    cal_given = None if calibration_end is None else as_day(calibration_end, "calibration_end")
 
     con = _connect(
         memory_limit, None if temp_directory is None else os.fspath(temp_directory), threads
@@ -262,7 +261,7 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
     schema = {row[0]: row[1] for row in con.execute("DESCRIBE raw").fetchall()}
     missing = [c for c in columns if c not in schema]
     if missing:
-        _missing_columns(
+        raise_missing_columns(
             missing, [c for c in schema if c not in ("file_row_number", "__file_index")]
         )
 
@@ -488,7 +487,7 @@ def _summarise(  # noqa: C901 - one linear pipeline, in the order of the pandas 
     if lost.any():
         bits = _plain(cust["bits"]).astype(np.int64)
         for combo in np.unique(bits[lost]):
-            name = "+".join(r for i, r in enumerate(_REASONS) if combo & (1 << i))
+            name = "+".join(r for i, r in enumerate(CLEANING_REASONS) if combo & (1 << i))
             removed_groups[name] = tuple(ids_all[lost & (bits == combo)].tolist())
     if rows_out == 0:
         raise DataValidationError(
@@ -703,7 +702,7 @@ def _stream_sums(con, uids, first_day, cal_day, merge_period, dropped, batch_row
     n = len(uids)
     first_spend, repeat_spend, hold_spend = np.zeros(n), np.zeros(n), np.zeros(n)
     code_of = _id_coder(uids)
-    first_period = _period_of_day(first_day, merge_period)
+    first_period = period_of_day(first_day, merge_period)
     reader = con.sql("SELECT cid, day, amt, rk FROM rows WHERE reason = 0").to_arrow_reader(
         batch_rows
     )
@@ -726,7 +725,7 @@ def _stream_sums(con, uids, first_day, cal_day, merge_period, dropped, batch_row
             cid, day, amt = cid[keep], day[keep], amt[keep]
         code = code_of(cid)
         cal = day <= cal_day
-        in_first = cal & (_period_of_day(day, merge_period) == first_period[code])
+        in_first = cal & (period_of_day(day, merge_period) == first_period[code])
         repeat = cal & ~in_first
         np.add.at(first_spend, code[in_first], amt[in_first])
         np.add.at(repeat_spend, code[repeat], amt[repeat])
