@@ -123,3 +123,81 @@ def test_a_model_no_builder_made_is_refused():
         pm.Normal("x")
     with pytest.raises(ModelSpecificationError, match="not built by a bayesclv builder"):
         fit(model, sampler="map")
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_imports(tree: ast.AST, module: str) -> list[tuple[int, str, str]]:
+    """``from bayesclv.x import _name`` (relative imports too) and ``bayesclv.x._name``.
+
+    ``module`` is the dotted name of the scanned file, used to resolve relative imports.
+    Returns ``(line, source module, private name)``.
+    """
+    found = []
+    package = module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if source.split(".")[0] == "bayesclv":
+                found += [(node.lineno, source, a.name) for a in node.names if _is_private(a.name)]
+        elif isinstance(node, ast.Attribute) and _is_private(node.attr):
+            parts, value = [], node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "bayesclv":
+                found.append((node.lineno, ".".join(["bayesclv", *reversed(parts)]), node.attr))
+    return found
+
+
+#: (file, module, name) still importing a private name; the owning module already offers
+#: the public one and keeps the underscored alias until these lines switch. Keyed without
+#: line numbers so that edits elsewhere in those files do not break the test.
+PRIVATE_IMPORTS_ALLOWED = {
+    # switch when pareto_nbd_dyncov.py imports covariates.as_days
+    ("bayesclv/families/pareto_nbd_dyncov.py", "bayesclv.covariates", "_as_days"),
+    # switch when fit.py imports saved.attr_json and saved.package_version
+    ("bayesclv/fit.py", "bayesclv.saved", "_attr_json"),
+    ("bayesclv/fit.py", "bayesclv.saved", "_version"),
+}
+
+
+def test_no_private_names_imported_across_modules():
+    found, offenders = set(), []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent)
+        module = ".".join(rel.with_suffix("").parts)
+        for line, source, name in _private_imports(ast.parse(path.read_text()), module):
+            key = (rel.as_posix(), source, name)
+            found.add(key)
+            if key not in PRIVATE_IMPORTS_ALLOWED:
+                offenders.append(f"{rel}:{line}: {name} from {source}")
+    assert not offenders, (
+        "private names used outside their module (make them public in the owner):\n"
+        + "\n".join(offenders)
+    )
+    stale = PRIVATE_IMPORTS_ALLOWED - found
+    assert not stale, f"allowed private imports that no longer exist, remove them: {stale}"
+
+
+def test_the_private_import_scan_finds_one_when_there_is_one():
+    # The scan above must be able to fail.
+    assert _private_imports(ast.parse("from bayesclv.data import _as_day\n"), "bayesclv.x") == [
+        (1, "bayesclv.data", "_as_day")
+    ]
+    assert _private_imports(ast.parse("from .saved import _version\n"), "bayesclv.fit") == [
+        (1, "bayesclv.saved", "_version")
+    ]
+    assert _private_imports(ast.parse("import bayesclv\nbayesclv.export._METADATA_KEY\n"),
+                            "bayesclv.x") == [(2, "bayesclv.export", "_METADATA_KEY")]
+    assert not _private_imports(
+        ast.parse("from bayesclv import __version__\nfrom numpy import _core\n"
+                  "from bayesclv.export import METADATA_KEY\n"),
+        "bayesclv.x",
+    )
