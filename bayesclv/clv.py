@@ -158,6 +158,7 @@ def expected_clv(
     margin: float = 1.0,
     steps: int | None = None,
     n_jobs: int | None = None,
+    future_covariates=None,
 ) -> xr.DataArray:
     """Expected discounted value of each customer over ``horizon``, per posterior draw.
 
@@ -173,7 +174,9 @@ def expected_clv(
     spend_params : xarray.Dataset
         Gamma-Gamma draws ``p, q, v`` with the same chains and draws (``q > 1``).
     rfm : RFMData
-        Customer histories (``frequency, recency, T, monetary_value, segment``).
+        Customer histories (``frequency, recency, T, monetary_value, segment``); for a
+        covariate family (``pareto_nbd_cov``, ``pareto_nbd_dyncov``) with the covariates
+        joined (:func:`bayesclv.covariates.join_covariates`, as for the fit).
     horizon : float
         Length of the future window, in ``rfm.time_unit``.
     discount_rate : float
@@ -189,6 +192,11 @@ def expected_clv(
         nodes of ``continuous`` (default 32).
     n_jobs : int, optional
         Threads (default: all CPUs).
+    future_covariates : bayesclv.covariates.TimeVaryingCovariates, optional
+        Time-varying covariates: a table covering every customer's ``(T, T + horizon]``
+        (default: the table joined to ``rfm``, if it reaches that far; e.g.
+        ``joined.extend(future)``). An error names the customers and periods it lacks.
+        Static covariates need none (and families without covariates refuse it).
 
     Returns
     -------
@@ -202,7 +210,8 @@ def expected_clv(
     mean, which assumes spend is independent of the purchase process.
     """
     disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
-    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs)
+    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs,
+                      future_covariates=future_covariates)
     kcode, rep, _ = eng.customer_keys()
     vals = np.empty((len(rep), eng.dp.n_draws))
     chunk = max(1, WORK_ELEMENTS // eng.dp.n_draws)
@@ -229,6 +238,7 @@ def simulate_clv(
     steps: int | None = None,
     random_seed: int | np.random.Generator | None = None,
     n_jobs: int | None = None,
+    future_covariates=None,
 ) -> xr.DataArray:
     """Realised discounted value of each customer: posterior predictive draws.
 
@@ -262,7 +272,8 @@ def simulate_clv(
     """
     disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
     entropy = seed_entropy(random_seed)
-    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=False)
+    eng = make_engine(purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=False,
+                      future_covariates=future_covariates)
     out = eng.simulate(0, rfm.n_customers, entropy)[0].T
     return wrap(eng, out, "simulated_clv", attrs_of(eng, method="simulate", random_seed=entropy))
 
@@ -338,6 +349,7 @@ def score_customers(
     metadata: Mapping[str, Any] | None = None,
     n_jobs: int | None = None,
     keep_table: bool = True,
+    future_covariates=None,
 ) -> CustomerScores:
     """Score many customers in chunks: tidy table plus per-draw segment totals.
 
@@ -368,6 +380,10 @@ def score_customers(
         ``out_parquet`` to keep the rows. Memory then stays at the chunk working set
         plus a few integers per customer (their keys) and six floats per distinct
         ``(segment, x, t_x, T, zbar)``, however many customers are scored.
+    future_covariates : bayesclv.covariates.TimeVaryingCovariates, optional
+        As :func:`expected_clv`: the covariate path over the horizon of a fit with
+        time-varying covariates (``rfm`` carries the joined covariates of any covariate
+        family).
     Other parameters
         As :func:`expected_clv` / :func:`simulate_clv` and
         :func:`bayesclv.summary.clv_intervals`.
@@ -386,7 +402,8 @@ def score_customers(
         chunk_size = SIM_BLOCK * math.ceil(chunk_size / SIM_BLOCK)
         entropy = seed_entropy(random_seed)
     eng = make_engine(
-        purchase_params, spend_params, rfm, disc, margin, n_jobs, need_value=method == "expected"
+        purchase_params, spend_params, rfm, disc, margin, n_jobs,
+        need_value=method == "expected", future_covariates=future_covariates,
     )
     N, S = eng.dp.n_draws, rfm.n_segments
     names = np.asarray(rfm.segment_names, dtype=object)

@@ -20,7 +20,7 @@ import xarray as xr
 
 from bayesclv.data import RFMData
 from bayesclv.families.base import factorize_rows, parallel_map
-from bayesclv.predict import DrawParams, customer_columns
+from bayesclv.predict import DrawParams, customer_columns, customer_kwargs, customer_row_key
 from bayesclv.summary import interval_arrays
 
 #: Customers per random stream in :func:`bayesclv.clv.simulate_clv`. Block ``i``
@@ -119,11 +119,13 @@ def schedule(disc: Discount, scale: float) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- engine
 
 
-def direct_tables(dp, g, x, T, times, wsets, n_jobs=1, t_x=None) -> np.ndarray:
+def direct_tables(dp, g, x, T, times, wsets, n_jobs=1, t_x=None, cov=None) -> np.ndarray:
     """``sum_k wsets[s, k] Phi(times[k])`` per draw and row, Phi evaluated one by one.
 
     The reference implementation: one closed-form evaluation of the family's
-    ``expected_alive`` per draw, row and time. Returns (n_sets, n_draws, n_rows).
+    ``expected_alive`` per draw, row and time. ``cov(rows)`` gives the family's
+    per-customer keyword arguments of a slice of rows (covariate families). Returns
+    (n_sets, n_draws, n_rows).
     """
     fam = dp.family
     N, U = dp.n_draws, len(g)
@@ -134,9 +136,10 @@ def direct_tables(dp, g, x, T, times, wsets, n_jobs=1, t_x=None) -> np.ndarray:
     def run(start: int) -> None:
         sl = slice(start, min(start + block, U))
         th = dp.columns(g[sl])
+        rec = fam.recency(None if t_x is None else t_x[sl])
+        extra = {} if cov is None else cov(sl)
         for k in use:
-            rec = fam.recency(None if t_x is None else t_x[sl])
-            phi = fam.expected_alive(th, x[sl], T[sl], times[k], **rec)
+            phi = fam.expected_alive(th, x[sl], T[sl], times[k], **rec, **extra)
             for j, w in enumerate(wsets[:, k]):
                 if w != 0:
                     out[j, :, sl] += w * phi
@@ -158,6 +161,7 @@ class Engine:
         n_jobs: int | None,
         fast: bool = True,
         need_value: bool = True,
+        future_covariates=None,
     ):
         if not isinstance(rfm, RFMData):
             raise TypeError(f"rfm must be an RFMData, got {type(rfm).__name__}.")
@@ -174,6 +178,7 @@ class Engine:
         self.rfm, self.disc, self.margin, self.n_jobs = rfm, disc, margin, n_jobs
         self.fast = fast
         self.need_value = need_value
+        self.future_covariates = future_covariates
         self.model = self.dp.model
         self.family = self.dp.family
         self.spend_family = self.sp.family
@@ -191,12 +196,27 @@ class Engine:
             scale = float(self.dp.values[self.family.discount_scale].min())
             self.times, self.weights = schedule(disc, scale)
         x = rfm.frequency.astype(np.float64)
-        if self.family.future_depends_on_recency:
-            self.v_code, (ug, ux, uT, ut) = factorize_rows(self.pcol, x, rfm.T, rfm.recency)
-        else:
-            self.v_code, (ug, ux, uT) = factorize_rows(self.pcol, x, rfm.T)
-            ut = None
+        # customers whose predictions may differ beyond (segment, x, T): their covariates
+        self.row_key = customer_row_key(self.family, rfm)
+        if future_covariates is not None and not self.row_key:
+            customer_kwargs(self.family, rfm, future_covariates=future_covariates)  # refuses
+        fdr = self.family.future_depends_on_recency
+        cols = (self.pcol, x, rfm.T, *((rfm.recency,) if fdr else ()), *self.row_key)
+        self.v_code, uniq = factorize_rows(*cols)
+        ug, ux, uT = uniq[:3]
+        ut = uniq[3] if fdr else None
+        # one customer per table row, whose covariates the row's predictions use
+        self.v_rep = self._customers_of_rows(np.arange(len(ug)))
         self.value_alive, self.purchases_alive = self._alive_tables(ug, ux, uT, ut)
+
+    def _cov(self, idx, *, future: bool = True) -> dict:
+        """The family's per-customer keyword arguments for customers ``idx`` (with their
+        covariate path over the horizon when ``future``; P(alive) needs none)."""
+        if not self.row_key:
+            return {}
+        return customer_kwargs(self.family, self.rfm, idx,
+                               horizon=self.disc.horizon if future else None,
+                               future_covariates=self.future_covariates)  # fmt: skip
 
     def _alive_tables(self, g, x, T, t_x=None) -> tuple[np.ndarray | None, np.ndarray]:
         """(n_unique, n_draws) discounted and undiscounted purchases given alive.
@@ -210,7 +230,10 @@ class Engine:
         else:
             times, wsets = self.times, np.stack([self.weights, horizon_only])
         out = None
-        if self.fast and not (self.need_value and np.array_equal(wsets[0], wsets[1])):
+        cov = (lambda sl: self._cov(self.v_rep[sl])) if self.row_key else None
+        # (the fast tables are per (segment, x, T); per-customer covariates go direct)
+        if self.fast and cov is None and not (self.need_value
+                                              and np.array_equal(wsets[0], wsets[1])):
             # (No discounting needs Phi at the horizon only: one evaluation per draw and
             # row, and it keeps expected_clv exactly equal to purchases x spend x margin.)
             def direct(dp, g_, x_, T_, times_, wsets_, t_x=None):
@@ -220,7 +243,7 @@ class Engine:
                 self.dp, g, x, T, times, wsets, self.n_jobs, direct, **self.family.recency(t_x)
             )
         if out is None:
-            out = direct_tables(self.dp, g, x, T, times, wsets, self.n_jobs, t_x)
+            out = direct_tables(self.dp, g, x, T, times, wsets, self.n_jobs, t_x, cov)
         self._check_tables(out, g, x, T, times[-1], t_x)
         # Stored (row, draw): customers gather contiguous rows.
         tables = [np.ascontiguousarray(o.T) for o in out]
@@ -234,7 +257,8 @@ class Engine:
         """
         th = self.dp.columns(g)
         lo, hi = self.family.expected_alive_bounds(th, x, T, horizon,
-                                                   **self.family.recency(t_x))
+                                                   **self.family.recency(t_x),
+                                                   **self._cov(self.v_rep))
         undiscounted = out[-1]
         tol = 1e-9 * np.abs(hi) + 1e-300
         checks = [("expected purchases given alive", undiscounted, lo - tol, hi + tol)]
@@ -317,14 +341,16 @@ class Engine:
         return pa * self.purchases_alive[self.v_code[idx]]
 
     def customer_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Customers with equal (segment, x, t_x, T, zbar) have equal expected-CLV draws.
+        """Customers with equal (segment, x, t_x, T, zbar) (and covariates, for a covariate
+        family) have equal expected-CLV draws.
 
         Returns the key of each customer, one representative customer per key and the
         number of customers per key.
         """
         rfm = self.rfm
         kcode, _ = factorize_rows(
-            self.pcol, self.scol, rfm.frequency, rfm.recency, rfm.T, rfm.monetary_value
+            self.pcol, self.scol, rfm.frequency, rfm.recency, rfm.T, rfm.monetary_value,
+            *self.row_key,
         )
         n_keys = int(kcode.max()) + 1
         rep = np.empty(n_keys, dtype=np.intp)
@@ -372,7 +398,8 @@ class Engine:
     def _p_alive_group(self, th: dict, cust: np.ndarray) -> np.ndarray:
         """P(alive) of customers of one segment, (len(cust), n_draws)."""
         rfm = self.rfm
-        return self.family.p_alive_rows(th, rfm.frequency[cust], rfm.recency[cust], rfm.T[cust])
+        return self.family.p_alive_rows(th, rfm.frequency[cust], rfm.recency[cust], rfm.T[cust],
+                                        **self._cov(cust, future=False))
 
     # ------------------------------------------------------------------ simulation
     def simulate_block(self, block: int, entropy: int) -> tuple[np.ndarray, np.ndarray]:
@@ -406,7 +433,8 @@ class Engine:
             T = rfm.T[cust][:, None]
             alive = rng.random((len(cust), N)) < pa
             rec = self.family.recency(rfm.recency[cust][:, None])
-            ev_pos, tau = self.family.future_events(th, x, T, alive, H, rng, **rec)
+            ev_pos, tau = self.family.future_events(th, x, T, alive, H, rng, **rec,
+                                                    **self._cov(cust))
             if ev_pos.size == 0:
                 continue
             # latent spend once per customer-draw that buys, one amount per purchase

@@ -68,6 +68,8 @@ __all__ = [
     "phi_alive",
     "spend_mean",
     "expm1_ratio",
+    "customer_kwargs",
+    "customer_row_key",
 ]
 
 #: Variables each purchase model's params Dataset must hold (from the registry).
@@ -77,6 +79,14 @@ PURCHASE_MODELS: dict[str, tuple[str, ...]] = {
 
 
 # --------------------------------------------------------------------------- params
+def _require_vars(fam, params: xr.Dataset) -> None:
+    missing = [n for n in fam.params if n not in params.data_vars]
+    if missing:
+        raise ModelSpecificationError(
+            f"{fam.name} params lack variables {missing}; they have {list(params.data_vars)}."
+        )
+
+
 class DrawParams:
     """Posterior draws flattened to ``(n_draws, n_segments)`` NumPy arrays.
 
@@ -90,13 +100,16 @@ class DrawParams:
                 f"expected an xarray.Dataset of posterior draws, got {type(params).__name__}."
             )
         fam = get_family(params.attrs.get("model"), kind)
+        _require_vars(fam, params)
+        # the family as the draws fix it (e.g. bound to the covariate coefficients the
+        # draws carry), which may need more variables
+        bound = fam.from_draws(params)
+        if bound.params != fam.params:
+            fam = bound
+            _require_vars(fam, params)
         names = fam.params
-        missing = [n for n in names if n not in params.data_vars]
-        if missing:
-            raise ModelSpecificationError(
-                f"{fam.name} params lack variables {missing}; they have "
-                f"{list(params.data_vars)}."
-            )
+        # real-valued parameters (e.g. covariate coefficients) may be <= 0
+        real = set(getattr(fam, "real_params", ()))
         for n in names:
             if params[n].dims != ("chain", "draw", "segment"):
                 raise ModelSpecificationError(
@@ -114,11 +127,11 @@ class DrawParams:
         for n in names:
             arr = np.asarray(params[n].values, dtype=np.float64)
             arr = arr.reshape(self.n_chain * self.n_draw, -1)
-            bad = ~np.isfinite(arr) | (arr <= 0)
+            bad = ~np.isfinite(arr) | ((arr <= 0) & (n not in real))
             if bad.any():
                 raise ModelSpecificationError(
-                    f"params['{n}'] must be finite and > 0 in every draw; {int(bad.sum())} "
-                    f"values are not."
+                    f"params['{n}'] must be finite{'' if n in real else ' and > 0'} in every "
+                    f"draw; {int(bad.sum())} values are not."
                 )
             self.values[n] = arr
         fam.check_draws(self.values)
@@ -168,6 +181,32 @@ def customer_columns(dp: DrawParams, rfm: RFMData) -> np.ndarray:
     return dp.positions(rfm.segment_names)[rfm.segment]
 
 
+def customer_kwargs(family, rfm: RFMData, idx=None, *, horizon: float | None = None,
+                    future_covariates=None) -> dict:
+    """The keyword arguments a family's methods take per customer besides ``x, t_x, T``
+    (its ``customer_data`` hook: e.g. each customer's covariates and, with ``horizon``,
+    their future path, from ``future_covariates`` or the table joined to ``rfm``), for the
+    customers at positions ``idx`` of ``rfm`` (default all); ``{}`` for families without
+    per-customer data. The hook raises naming what is missing (customers, periods)."""
+    hook = getattr(family, "customer_data", None)
+    if hook is None:
+        if future_covariates is not None:
+            raise ModelSpecificationError(
+                f"{family.label} takes no covariates, but future covariates were passed; "
+                f"drop them, or score a fit of a covariate family."
+            )
+        return {}
+    return hook(rfm, idx, horizon=horizon, table=future_covariates)
+
+
+def customer_row_key(family, rfm: RFMData) -> tuple[np.ndarray, ...]:
+    """Columns that, with ``(segment, x, t_x, T)``, identify customers whose predictions
+    are equal (the family's ``row_key`` hook, e.g. the covariate values); ``()`` for
+    families whose predictions depend on the history only."""
+    hook = getattr(family, "row_key", None)
+    return () if hook is None else tuple(hook(rfm))
+
+
 # --------------------------------------------------------------------------- kernels
 # Thin dispatchers to the family methods, for callers holding a model name.
 def log_p_alive(model, th: Mapping[str, np.ndarray], x, t_x, T) -> np.ndarray:
@@ -210,7 +249,8 @@ def probability_alive(params: xr.Dataset, rfm: RFMData) -> xr.DataArray:
     params : xarray.Dataset
         Purchase-model draws, dims ``(chain, draw, segment)`` (module docstring).
     rfm : RFMData
-        Customer histories ``x, t_x, T``.
+        Customer histories ``x, t_x, T`` (for a covariate family, with the covariates
+        joined: :func:`bayesclv.covariates.join_covariates`).
 
     Returns
     -------
@@ -220,11 +260,13 @@ def probability_alive(params: xr.Dataset, rfm: RFMData) -> xr.DataArray:
     dp = DrawParams(params, "purchase")
     cols = customer_columns(dp, rfm)
     th = dp.columns(cols)
-    out = dp.family.p_alive(th, rfm.frequency, rfm.recency, rfm.T)
+    cov = customer_kwargs(dp.family, rfm)
+    out = dp.family.p_alive(th, rfm.frequency, rfm.recency, rfm.T, **cov)
     return dp.wrap(out, "customer", rfm.customer_id).rename("p_alive")
 
 
-def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float) -> xr.DataArray:
+def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float, *,
+                       future_covariates=None) -> xr.DataArray:
     """Expected repeat purchases in ``(T, T + horizon]`` given each history, per draw.
 
     ``E[X | x, t_x, T] = P(alive) * Phi(horizon | x, T)``; this is FHL (2005) eq. (10) for
@@ -236,9 +278,13 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float) -> xr.D
     params : xarray.Dataset
         Purchase-model draws.
     rfm : RFMData
-        Histories.
+        Histories (for a covariate family, with the covariates joined).
     horizon : float
         Length of the prediction window in the model's time unit (``rfm.time_unit``).
+    future_covariates : bayesclv.covariates.TimeVaryingCovariates, optional
+        Time-varying covariates: the table covering ``(T, T + horizon]`` of every
+        customer (default the joined table; an error names the customers and periods it
+        lacks), e.g. ``joined.extend(future)``. Static covariates need none.
 
     Returns
     -------
@@ -251,7 +297,9 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float) -> xr.D
     th = dp.columns(cols)
     x, t_x, T = rfm.frequency, rfm.recency, rfm.T
     fam = dp.family
-    out = fam.p_alive(th, x, t_x, T) * fam.expected_alive(th, x, T, h, **fam.recency(t_x))
+    cov = customer_kwargs(fam, rfm, horizon=h, future_covariates=future_covariates)
+    out = fam.p_alive(th, x, t_x, T, **cov) * fam.expected_alive(th, x, T, h,
+                                                                 **fam.recency(t_x), **cov)
     da = dp.wrap(out, "customer", rfm.customer_id).rename("expected_purchases")
     da.attrs.update(horizon=h, time_unit=rfm.time_unit)
     return da

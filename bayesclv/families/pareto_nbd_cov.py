@@ -252,6 +252,12 @@ class ParetoNBDCovFamily(PurchaseFamily):
     def bound(self) -> bool:
         return bool(self.scales.purchase or self.scales.dropout)
 
+    @property
+    def real_params(self) -> tuple[str, ...]:
+        """Paper parameters that are real-valued (the coefficients): consumers check the
+        others are > 0 (:class:`bayesclv.predict.DrawParams`)."""
+        return self.scales.gammas
+
     def _need_bound(self, what: str) -> None:
         if not self.bound:
             raise ModelSpecificationError(

@@ -422,6 +422,15 @@ class ParetoNBDDynCovFamily(ParetoNBDCovFamily):
             f"{self.label}: window simulation needs the covariate path; use simulate_dyncov."
         )
 
+    def future_events(self, th, x, T, alive, horizon, rng, **cov):
+        # a ModelSpecificationError (not NotImplementedError): what a user asked for, with
+        # the choice that works, rather than a missing piece of the package
+        raise ModelSpecificationError(
+            f"{self.label}: simulated CLV (method='simulate') along each customer's future "
+            f"covariate path is not implemented; use method='expected' (expected CLV per "
+            f"posterior draw)."
+        )
+
 
 def _take(pieces, rows):
     return (pieces["start"][rows], pieces["length"][rows], pieces["z_purchase"][rows],
