@@ -417,8 +417,12 @@ def test_error_missing_columns_in_files(tmp_path):
 
 def test_error_unreadable_or_unknown_files(tmp_path):
     raises(r"not found", tmp_path / "nope.csv")
-    (tmp_path / "a.xlsx").write_text("x")
-    raises(r"cannot tell the format", tmp_path / "a.xlsx")
+    (tmp_path / "a.json").write_text("x")
+    raises(r"cannot tell the format", tmp_path / "a.json")
+    (tmp_path / "a.xlsx").write_text("x")  # .xlsx is read; a damaged one is named
+    raises(r"could not read transaction file '.*a\.xlsx'", tmp_path / "a.xlsx")
+    (tmp_path / "a.xls").write_text("x")
+    raises(r"old-style Excel \.xls", tmp_path / "a.xls")
     raises(r"must be a pandas DataFrame or the path", [1, 2, 3])
 
 
