@@ -58,6 +58,14 @@ examples:
   # discount (the defaults follow the time unit), 30% margin, amounts in EUR
   bayesclv score fits/ --margin 0.3 --currency EUR --out clv.xlsx
 
+  # Pareto/NBD with covariates: static (one row per customer: id + columns) or
+  # time-varying (id, period start, columns); the table is sealed in the fit folder,
+  # and a time-varying fit is scored along the future path given at score time
+  bayesclv fit orders.csv --customer-col user --date-col ts --amount-col revenue \\
+      --model pareto_nbd_dyncov --covariates weekly.csv --out fits-cov/
+  bayesclv score fits-cov/ --method expected --horizon 26 \\
+      --future-covariates weekly_next.csv --out clv_cov.xlsx
+
   # the report an analyst can send: holdout check, plots, one-page HTML and PNG
   bayesclv report fits/ --log orders_until_today.csv --out report/
 
@@ -144,8 +152,9 @@ def _add_fit_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
         choices=["auto", *_purchase_models()],
         default="auto",
         help="purchase family; 'auto' fits the candidates and chooses by PSIS-LOO "
-        "(stacking weights; needs posterior draws, so not with --sampler map). Spend is "
-        "always Gamma-Gamma",
+        "(stacking weights; needs posterior draws, so not with --sampler map; the covariate "
+        "families pareto_nbd_cov (static) and pareto_nbd_dyncov (time-varying) are never "
+        "candidates: pick them here, with --covariates). Spend is always Gamma-Gamma",
     )
     p.add_argument(
         "--candidates",
@@ -261,6 +270,31 @@ def _add_score_options(p: argparse.ArgumentParser, *, method: str = "simulate") 
                    "nothing is converted)")
 
 
+def _add_covariate_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "covariates (--model pareto_nbd_cov or pareto_nbd_dyncov)",
+        "The table is validated, saved and sealed in the fit folder; 'score' uses it.")
+    g.add_argument(
+        "--covariates", default=None, metavar="FILE",
+        help="covariate table (.csv, .parquet, .xlsx): for pareto_nbd_cov one row per "
+        "customer (customer id + numeric or text columns; text becomes dummies); for "
+        "pareto_nbd_dyncov one row per customer and calendar period (customer id, period "
+        "start, columns), covering every period from each customer's first purchase "
+        "through --calibration-end")
+    g.add_argument("--covariate-id-col", default=None,
+                   help="customer id column of --covariates; unset: customer_id if the "
+                   "table has one, else the log's --customer-col")
+    g.add_argument("--covariate-date-col", default="period_start",
+                   help="period start column of time-varying --covariates")
+    g.add_argument("--covariate-freq", default=None, metavar="FREQ",
+                   help="period grid of time-varying --covariates as a pandas frequency "
+                   "(e.g. W-SUN, MS); unset: inferred from the period starts")
+    g.add_argument("--purchase-covariates", default=None, metavar="C1,C2",
+                   help="columns acting on the purchase rate, or 'none'; unset: every column")
+    g.add_argument("--dropout-covariates", default=None, metavar="C1,C2",
+                   help="columns acting on the dropout process, or 'none'; unset: every column")
+
+
 def _add_read_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--customer-col", required=True, help="column of customer ids")
     p.add_argument("--date-col", required=True, help="column of transaction dates")
@@ -332,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_options(fitp)
     fitp.add_argument("--out", required=True, help="folder for the fitted models")
     _add_fit_options(fitp)
+    _add_covariate_options(fitp)
 
     score = command("score", "score the customers of a fit and export CLV intervals")
     score.add_argument("fit_dir", help="folder written by 'bayesclv fit'")
@@ -347,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--allow-bad-fit", action="store_true",
                        help="score even if a fit failed its convergence checks (the verdict "
                        "is written into the output's metadata)")
+    score.add_argument(
+        "--future-covariates", default=None, metavar="FILE",
+        help="a pareto_nbd_dyncov fit: the time-varying covariates after the calibration "
+        "end (customer id, period start, the fit's columns), every customer's periods "
+        "through the end of --horizon; not needed when the fit's --covariates already "
+        "reach that far (use --method expected: simulation along covariate paths is not "
+        "implemented)")
     _add_score_options(score)
 
     rep = command("report", "holdout check, plots and a one-page HTML/PNG report of a fit")
@@ -411,6 +453,43 @@ def _settings_from_args(args, *, with_spend: bool = True, candidates=None) -> Fi
     )
 
 
+def _names(text: str | None, flag: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        from bayesclv.errors import ModelSpecificationError
+
+        raise ModelSpecificationError(f"{flag}: give column names separated by commas, or "
+                                      f"'none'.")
+    return names
+
+
+def _covariate_options(args) -> workflow.CovariateOptions | None:
+    flags = {"--covariate-id-col": args.covariate_id_col,
+             "--covariate-freq": args.covariate_freq,
+             "--purchase-covariates": args.purchase_covariates,
+             "--dropout-covariates": args.dropout_covariates}
+    if args.covariates is None:
+        given = [f for f, v in flags.items() if v is not None]
+        if given:
+            from bayesclv.errors import ModelSpecificationError
+
+            raise ModelSpecificationError(f"{', '.join(given)} without --covariates FILE; "
+                                          f"pass the covariate table too.")
+        return None
+    return workflow.CovariateOptions(
+        source=str(Path(args.covariates).resolve()),
+        id_col=args.covariate_id_col,
+        date_col=args.covariate_date_col,
+        freq=args.covariate_freq,
+        purchase=_names(args.purchase_covariates, "--purchase-covariates"),
+        dropout=_names(args.dropout_covariates, "--dropout-covariates"),
+    )
+
+
 def _score_options(args) -> ScoreOptions:
     return ScoreOptions(
         horizon=args.horizon,
@@ -425,14 +504,16 @@ def _score_options(args) -> ScoreOptions:
         top_share=args.top_share,
         currency=args.currency,
         model=getattr(args, "model_choice", None),
+        future_covariates=(None if getattr(args, "future_covariates", None) is None
+                           else str(Path(args.future_covariates).resolve())),
     )
 
 
 def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool,
-               read: ReadOptions | None = None) -> dict:
+               read: ReadOptions | None = None, covariates=None) -> dict:
     """:func:`bayesclv.workflow.fit_models` with the command line's exit status 3."""
     return workflow.fit_models(rfm, settings, out_dir, allow_bad_fit=allow_bad_fit,
-                               read=read, exit_bad_fit=EXIT_BAD_FIT)
+                               read=read, exit_bad_fit=EXIT_BAD_FIT, covariates=covariates)
 
 
 def _check_fit_folder(out: Path, *, overwrite: bool) -> None:
@@ -486,10 +567,20 @@ def _fit(args) -> int:
     read = _read_options(args)
     settings = _settings_from_args(args, with_spend=read.amount_col is not None)
     workflow.check_fit_settings(settings)
+    cov = _covariate_options(args)
+    workflow.check_covariate_settings(settings, cov, read)
     out = Path(args.out)
     _check_fit_folder(out, overwrite=args.force)
-    rfm = workflow.read_log(read)
-    res = fit_models(rfm, settings, out, allow_bad_fit=args.allow_bad_fit, read=read)
+    table = saved = None
+    if cov is not None:  # validated before the log is read: a bad table costs nothing
+        table = workflow.read_covariates(cov, workflow.covariate_kind(settings.model),
+                                         customer_col=read.customer_col)
+    rfm, clean = workflow.read_log(read, return_clean=True)
+    if cov is not None:
+        rfm, saved = workflow.prepare_covariates(rfm, clean, cov, settings.model,
+                                                 customer_col=read.customer_col, table=table)
+    res = fit_models(rfm, settings, out, allow_bad_fit=args.allow_bad_fit, read=read,
+                     covariates=saved)
     if res["comparison"] is not None:
         print(res["comparison"]["summary"])
     print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
@@ -604,7 +695,7 @@ def _os_advice(exc: OSError) -> str:
 #: Python keyword arguments named in the library's advice, and their flags.
 _FLAGS = ("date_format", "after_end", "negative_amounts", "zero_amounts", "duplicates",
           "encoding", "sep", "decimal", "observation_end", "calibration_end", "customer_col",
-          "date_col", "amount_col", "segment_col", "time_unit")
+          "date_col", "amount_col", "segment_col", "time_unit", "method")
 
 
 def in_flags(message: str) -> str:

@@ -50,6 +50,7 @@ __all__ = [
     "ReadOptions",
     "ScoreOptions",
     "FittedFolder",
+    "CovariateOptions",
     "Scored",
     "PERIODS_PER_YEAR",
     "read_log",
@@ -75,6 +76,10 @@ FIT_FILES = (
     "settings.json",
 )
 COMPARISON = "comparison.json"
+#: The covariate table a covariate fit was made with, validated, and (time-varying
+#: covariates) the calibration purchase days they are placed by; sealed with the rest.
+COVARIATE_FILE = "covariates.parquet"
+PURCHASE_DAYS_FILE = "calibration_purchases.parquet"
 AUTO = "auto"
 #: Values held at once when ranking customers per draw (P(top k%)): draws are thinned
 #: beyond this (the ranking then uses fewer draws, and says how many).
@@ -165,6 +170,20 @@ class ReadOptions:
 
 
 @dataclass(frozen=True)
+class CovariateOptions:
+    """How the covariate table of a covariate family was read (``--covariates`` and its
+    flags; kept in ``settings.json``). ``purchase``/``dropout`` name the columns acting on
+    each process (``None``: every column)."""
+
+    source: str
+    id_col: str | None = None
+    date_col: str = "period_start"
+    freq: str | None = None
+    purchase: tuple[str, ...] | None = None
+    dropout: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ScoreOptions:
     """How ``score`` values the customers. ``horizon`` and ``discount_period`` default
     (``None``) to one year in the data's time unit; ``model`` picks one family of an
@@ -182,6 +201,8 @@ class ScoreOptions:
     top_share: float = 0.10
     currency: str | None = None
     model: str | None = None
+    #: Time-varying covariates after the calibration end (``--future-covariates``).
+    future_covariates: str | None = None
 
     def resolved(self, time_unit: str) -> ScoreOptions:
         year = PERIODS_PER_YEAR[time_unit]
@@ -306,6 +327,136 @@ def _validate(validate_transactions, opts: ReadOptions, obs):
 
 
 # =====================================================================================
+# Covariates
+# =====================================================================================
+def covariate_kind(model: str) -> str | None:
+    """``"static"`` or ``"dynamic"``: the covariates a family needs (its ``design_kind``),
+    or ``None`` for a family without covariates (or ``auto``)."""
+    fam = FAMILIES.get(model)
+    return None if fam is None else getattr(fam, "design_kind", None)
+
+
+def covariate_families() -> list[str]:
+    return [n for n in FAMILIES if covariate_kind(n) is not None]
+
+
+def check_covariate_settings(settings: FitSettings, cov: CovariateOptions | None,
+                             read: ReadOptions | None = None) -> None:
+    """Refuse, before any work, a covariate flag the family cannot use, or a covariate
+    family without its table."""
+    kind = covariate_kind(settings.model)
+    fams = ", ".join(covariate_families())
+    if cov is not None and settings.model == AUTO:
+        raise ModelSpecificationError(
+            f"--covariates: the automatic choice (--model auto) compares families without "
+            f"covariates; pick a covariate family with --model ({fams})."
+        )
+    if cov is not None and kind is None:
+        raise ModelSpecificationError(
+            f"--covariates: --model {settings.model} takes no covariates; the covariate "
+            f"families are {fams}."
+        )
+    if cov is None and kind is not None:
+        what = ("a table with one row per customer: customer id and covariate columns"
+                if kind == "static" else "a table with one row per customer and period: "
+                "customer id, period start (--covariate-date-col) and covariate columns")
+        raise ModelSpecificationError(
+            f"--model {settings.model} needs --covariates FILE ({what})."
+        )
+    if kind == "dynamic" and read is not None and read.round_times:
+        raise ModelSpecificationError(
+            "--round-times: time-varying covariates (--covariates with --model "
+            f"{settings.model}) need the exact purchase days; drop --round-times."
+        )
+
+
+def _read_table(path: str, flag: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        from bayesclv.errors import DataValidationError
+
+        raise DataValidationError(f"{flag} {path}: no such file; check the path.")
+    name = p.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(p)
+        if name.endswith((".xlsx", ".xls")):
+            return pd.read_excel(p)
+        return pd.read_csv(p, sep="\t" if name.endswith((".tsv", ".tsv.gz")) else ",")
+    except (ValueError, OSError, ImportError) as exc:
+        raise ModelSpecificationError(f"{flag} {path}: could not be read ({exc}).") from None
+
+
+def read_covariates(cov: CovariateOptions, kind: str, *, flag: str = "--covariates",
+                    customer_col: str | None = None, source: str | None = None):
+    """The validated table of ``cov.source`` (or ``source``): a
+    :class:`~bayesclv.covariates.StaticCovariates` (``kind="static"``) or a
+    :class:`~bayesclv.covariates.TimeVaryingCovariates`; errors name ``flag``."""
+    from bayesclv.covariates import StaticCovariates, TimeVaryingCovariates
+    from bayesclv.errors import DataValidationError
+
+    source = cov.source if source is None else source
+    frame = _read_table(source, flag)
+    id_col = cov.id_col or ("customer_id" if "customer_id" in frame.columns or
+                            customer_col is None else customer_col)  # fmt: skip
+    try:
+        if kind == "static":
+            return StaticCovariates.from_frame(frame, customer_col=id_col)
+        return TimeVaryingCovariates.from_frame(frame, customer_col=id_col,
+                                                date_col=cov.date_col, freq=cov.freq)
+    except DataValidationError as exc:
+        raise DataValidationError(f"{flag} {source}: {exc}") from None
+
+
+def join_covariate_table(rfm, table, cov: CovariateOptions, purchases=None, *,
+                         flag: str = "--covariates"):
+    """``rfm`` with ``table`` joined (time-varying covariates placed by the calibration
+    purchase days ``purchases``: ``customer_id, date``); errors name ``flag``."""
+    from bayesclv.covariates import TimeVaryingCovariates, join_covariates
+    from bayesclv.errors import DataValidationError
+
+    kw = {}
+    if isinstance(table, TimeVaryingCovariates):
+        kw = dict(transactions=purchases, customer_col="customer_id", date_col="date")
+    try:
+        return join_covariates(rfm, table, purchase=cov.purchase, dropout=cov.dropout, **kw)
+    except DataValidationError as exc:
+        raise DataValidationError(f"{flag} {cov.source}: {exc}") from None
+
+
+def covariate_frame(table) -> pd.DataFrame:
+    """A validated covariate table as the long frame it is saved as (numeric columns,
+    dummies made): ``customer_id`` (, ``period_start``) and the columns."""
+    from bayesclv.covariates import TimeVaryingCovariates
+
+    if isinstance(table, TimeVaryingCovariates):
+        return table.to_frame()
+    frame = pd.DataFrame(np.asarray(table.values), columns=list(table.columns))
+    frame.insert(0, "customer_id", table.customer_id)
+    return frame
+
+
+def prepare_covariates(rfm, clean, cov: CovariateOptions, model: str,
+                       customer_col: str | None = None, table=None) -> tuple[Any, dict]:
+    """Read and validate (unless ``table`` is given, from :func:`read_covariates`) and join
+    the covariates of a fit: ``(rfm with covariates, what fit_models saves)``."""
+    kind = covariate_kind(model)
+    if table is None:
+        table = read_covariates(cov, kind, customer_col=customer_col)
+    purchases = None
+    if kind == "dynamic":
+        end = pd.Timestamp(rfm.calibration_end)
+        keep = (pd.to_datetime(clean["date"]) < end + pd.Timedelta(days=1)).to_numpy()
+        purchases = pd.DataFrame({"customer_id": clean["customer_id"].to_numpy()[keep],
+                                  "date": clean["date"].to_numpy()[keep]})  # fmt: skip
+    joined = join_covariate_table(rfm, table, cov, purchases)
+    design = joined.meta["covariates"]
+    log(f"covariates ({design.kind}) from {cov.source}: purchase {list(design.purchase)}, "
+        f"dropout {list(design.dropout)}")
+    return joined, {"options": cov, "table": table, "purchases": purchases}
+
+
+# =====================================================================================
 # Fitting
 # =====================================================================================
 def candidates_for(rfm, settings: FitSettings) -> tuple[list[str], dict[str, str]]:
@@ -388,9 +539,15 @@ def _purchase_file(name: str, auto: bool) -> str:
 
 
 def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool,
-               read: ReadOptions | None = None, exit_bad_fit: int = 3) -> dict:
+               read: ReadOptions | None = None, exit_bad_fit: int = 3,
+               covariates: Mapping[str, Any] | None = None) -> dict:
     """Fit the purchase family (or every candidate of the automatic choice) and the
     spend model, save them in a sealed folder, and return the run summary.
+
+    ``covariates`` (from :func:`prepare_covariates`, with ``rfm`` its joined summary):
+    the validated covariate table is saved as ``covariates.parquet`` (and, time-varying,
+    the calibration purchase days as ``calibration_purchases.parquet``), sealed with the
+    rest, its SHA-256 and columns in the manifest's ``covariates`` fact.
 
     Raises ``SystemExit(exit_bad_fit)`` after saving when a fit fails its convergence
     checks, unless ``allow_bad_fit``.
@@ -428,7 +585,8 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     (out_dir / "settings.json").unlink(missing_ok=True)
     # fits of an earlier run that this run may not write again (another family, no spend)
     for stale in [*out_dir.glob("purchase_*.nc"), out_dir / COMPARISON,
-                  out_dir / "spend_fit.nc"]:
+                  out_dir / "spend_fit.nc", out_dir / COVARIATE_FILE,
+                  out_dir / PURCHASE_DAYS_FILE]:
         stale.unlink(missing_ok=True)
     run_id = uuid.uuid4().hex
     built = {}
@@ -464,6 +622,10 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
         files.append(file)
         log(f"{role}: convergence: {reports[role].verdict}")
     rfm.to_frame().reset_index().to_parquet(out_dir / "customers.parquet")
+    cov_fact = None
+    if covariates is not None:
+        cov_files, cov_fact = _save_covariates(out_dir, rfm, covariates)
+        files += cov_files
     verdicts = verdicts_of(reports, auto)
     (out_dir / "diagnostics.txt").write_text(
         "\n\n".join(f"== {'spend' if role == 'spend' else 'purchase'} model "
@@ -490,6 +652,9 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
         "calibration_end": None if calibration_end is None else str(
             pd.Timestamp(calibration_end).date()),
         "input": None if read is None else asdict(read),
+        "covariates": None if covariates is None else {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(covariates["options"]).items()},
     }
     atomic_write(
         out_dir / "settings.json",
@@ -508,6 +673,7 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
             "models": models,
             "n_customers": int(rfm.n_customers),
             "calibration_end": settings_json["calibration_end"],
+            **({"covariates": cov_fact} if cov_fact is not None else {}),
         },
     )
     try:  # what 'score' will check, checked now: a folder is never sealed inconsistent
@@ -523,6 +689,30 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     return {"fits": {**purchase, **({"spend": spend} if spend is not None else {})},
             "reports": reports, "verdicts": verdicts, "comparison": comparison,
             "folder": folder}
+
+
+def _save_covariates(out_dir: Path, rfm, covariates: Mapping[str, Any]) -> tuple[list, dict]:
+    """Write the covariate files of a fit; return them and the manifest's fact."""
+    from bayesclv.saved import file_sha256
+
+    table = covariates["table"]
+    design = rfm.meta["covariates"]
+    covariate_frame(table).to_parquet(out_dir / COVARIATE_FILE, index=False)
+    files = [COVARIATE_FILE]
+    if covariates.get("purchases") is not None:
+        covariates["purchases"].to_parquet(out_dir / PURCHASE_DAYS_FILE, index=False)
+        files.append(PURCHASE_DAYS_FILE)
+    fact = {
+        "kind": design.kind,
+        "file": COVARIATE_FILE,
+        "sha256": file_sha256(out_dir / COVARIATE_FILE),
+        "columns": list(table.columns),
+        "purchase": list(design.purchase),
+        "dropout": list(design.dropout),
+        "freq": getattr(table, "freq", None),
+        "source": covariates["options"].source,
+    }
+    return files, fact
 
 
 def verdicts_of(reports: Mapping[str, Any], auto: bool) -> dict:
@@ -586,6 +776,48 @@ class FittedFolder:
     settings: Mapping[str, Any]
     manifest: Mapping[str, Any]
     comparison: Mapping[str, Any] | None = None
+    #: The validated covariate table of a covariate fit (``rfm`` carries it joined) and,
+    #: for time-varying covariates, the calibration purchase days (``customer_id, date``).
+    covariates: Any = None
+    purchase_days: Any = None
+
+    @property
+    def covariate_options(self) -> CovariateOptions | None:
+        opts = self.settings.get("covariates")
+        if not opts:
+            return None
+        opts = dict(opts)
+        for k in ("purchase", "dropout"):
+            opts[k] = None if opts.get(k) is None else tuple(opts[k])
+        return CovariateOptions(**opts)
+
+    def with_future_covariates(self, source: str) -> FittedFolder:
+        """The folder with ``rfm`` re-joined to its time-varying covariates extended by the
+        table ``source`` (``--future-covariates``: customer id, period start, the fit's
+        columns), so that predictions can follow each customer's path past the
+        calibration end."""
+        from bayesclv.covariates import TimeVaryingCovariates
+        from bayesclv.errors import DataValidationError
+
+        flag = "--future-covariates"
+        if not isinstance(self.covariates, TimeVaryingCovariates):
+            raise ModelSpecificationError(
+                f"{flag}: {self.path} holds a fit without time-varying covariates ("
+                f"{self.model_words()}); drop {flag}."
+            )
+        cov = self.covariate_options
+        fact = self.manifest["covariates"]
+        opts = replace(cov, freq=fact.get("freq") or cov.freq)
+        future = read_covariates(opts, "dynamic", flag=flag, source=source,
+                                 customer_col=(self.read_options.customer_col
+                                               if self.read_options else None))
+        try:
+            table = self.covariates.extend(future)
+        except DataValidationError as exc:
+            raise DataValidationError(f"{flag} {source}: {exc}") from None
+        rfm = join_covariate_table(self.rfm, table, replace(cov, source=source),
+                                   self.purchase_days, flag=flag)
+        return replace(self, rfm=rfm)
 
     @property
     def auto(self) -> bool:
@@ -607,7 +839,6 @@ class FittedFolder:
     def purchase_params(self, model: str | None = None):
         """The stack of an automatic choice (or the one family's draws); ``model``
         picks one family of the folder."""
-        from bayesclv.fit import posterior_params
         from bayesclv.stacking import PurchaseStack
 
         if model is not None:
@@ -629,8 +860,6 @@ class FittedFolder:
         )
 
     def spend_params(self):
-        from bayesclv.fit import posterior_params
-
         return None if self.spend is None else posterior_params(self.spend)
 
     def n_draws(self) -> int:
@@ -661,6 +890,20 @@ class FittedFolder:
             f"accuracy over customers); the scores mix the families draw by draw with the "
             f"stacking weights: {self.comparison['stack']['describe']}"
         )
+
+
+def posterior_params(idata):
+    """:func:`bayesclv.fit.posterior_params` with every paper parameter of the family as
+    the draws fix it (a covariate family's coefficients ``gamma_*`` too)."""
+    from bayesclv.fit import posterior_params as base
+
+    ds = base(idata)
+    fam = FAMILIES[idata.attrs["model"]].from_draws(idata.posterior)
+    extra = [n for n in fam.params if n not in ds.data_vars and n in idata.posterior]
+    if extra:
+        more = idata.posterior[extra].assign_coords(segment=ds["segment"].values)
+        ds = ds.assign({n: more[n] for n in extra})
+    return ds
 
 
 def _agree(fit_dir: Path, what: str, copies: dict[str, Any], refit: str) -> Any:
@@ -821,7 +1064,50 @@ def load_fit_dir(fit_dir: Path) -> FittedFolder:
             time_unit=rfm.time_unit,
             litt=rfm.litt,
         )
-    return FittedFolder(fit_dir, purchase, spend, rfm, settings, manifest, comparison)
+    covariates = purchase_days = None
+    if manifest.get("covariates") is not None:
+        rfm, covariates, purchase_days = _load_covariates(fit_dir, manifest, settings, rfm,
+                                                          refit)
+    return FittedFolder(fit_dir, purchase, spend, rfm, settings, manifest, comparison,
+                        covariates, purchase_days)
+
+
+def _load_covariates(fit_dir: Path, manifest: Mapping, settings: Mapping, rfm, refit: str):
+    """The covariate table sealed in a fit folder, validated again, joined to ``rfm``."""
+    from dataclasses import replace as dc_replace
+
+    from bayesclv.covariates import StaticCovariates, TimeVaryingCovariates
+    from bayesclv.errors import DataValidationError
+
+    fact = manifest["covariates"]
+    need = [COVARIATE_FILE] + ([PURCHASE_DAYS_FILE] if fact.get("kind") == "dynamic" else [])
+    unlisted = [n for n in need if n not in manifest["files"]]
+    if unlisted or not isinstance(settings.get("covariates"), dict):
+        raise SavedModelError(f"{fit_dir}: its manifest does not list {unlisted or need} "
+                              f"(or settings.json lacks the covariates). {refit}.")
+    try:
+        frame = pd.read_parquet(fit_dir / COVARIATE_FILE)
+        cov = CovariateOptions(**{**settings["covariates"], "purchase": fact["purchase"],
+                                  "dropout": fact["dropout"]})
+        if fact["kind"] == "static":
+            table = StaticCovariates.from_frame(frame, customer_col="customer_id")
+            days = None
+        else:
+            table = TimeVaryingCovariates.from_frame(frame, customer_col="customer_id",
+                                                     date_col="period_start",
+                                                     freq=fact.get("freq"))
+            days = pd.read_parquet(fit_dir / PURCHASE_DAYS_FILE)
+            rfm = dc_replace(rfm, calibration_end=pd.Timestamp(settings["calibration_end"]))
+        if list(table.columns) != list(fact["columns"]):
+            raise DataValidationError(f"columns {list(table.columns)}, the manifest "
+                                      f"{fact['columns']}")
+        joined = join_covariate_table(rfm, table, cov, days)
+    except Exception as exc:  # a sealed folder's files are ours: any failure is damage
+        raise SavedModelError(
+            f"{fit_dir / COVARIATE_FILE}: the covariates of this fit cannot be read back or "
+            f"joined to its customers ({exc}). {refit}."
+        ) from exc
+    return joined, table, days
 
 
 # =====================================================================================
@@ -906,6 +1192,31 @@ def check_method(folder: FittedFolder, method: str) -> None:
         )
 
 
+def check_covariate_horizon(folder: FittedFolder, pp, opts: ScoreOptions) -> None:
+    """Before scoring: the covariates reach every customer's ``(T, T + horizon]`` (time-
+    varying covariates), or an error naming ``--future-covariates`` and what is missing."""
+    from bayesclv.errors import DataValidationError
+    from bayesclv.predict import DrawParams, customer_kwargs
+    from bayesclv.stacking import PurchaseStack
+
+    if folder.covariates is None or isinstance(pp, PurchaseStack):
+        return
+    fam = DrawParams(pp, "purchase").family
+    try:
+        customer_kwargs(fam, folder.rfm, horizon=opts.horizon)
+    except DataValidationError as exc:
+        given = opts.future_covariates
+        cols = ", ".join(folder.covariates.columns)
+        raise DataValidationError(
+            f"--future-covariates{' ' + given if given else ' is needed'}: the time-varying "
+            f"covariates{' with it' if given else ' of the fit'} do not cover the --horizon "
+            f"({describe_period(opts.horizon, folder.rfm.time_unit)} after the calibration "
+            f"end {folder.calibration_end}): {exc} Pass --future-covariates FILE (customer "
+            f"id, period start, {cols}) with every customer's periods through the end of "
+            f"the horizon, or a shorter --horizon."
+        ) from None
+
+
 def score(folder: FittedFolder, options: ScoreOptions) -> Scored:
     """Score every customer of a fit folder: CLV (or, without amounts, expected
     purchases) with intervals, P(alive), P(top k%) with rank intervals, and segment
@@ -914,10 +1225,13 @@ def score(folder: FittedFolder, options: ScoreOptions) -> Scored:
     from bayesclv.diagnostics.common import expected_purchases_any
     from bayesclv.summary import clv_intervals, interval_arrays, totals_table
 
+    opts = options.resolved(folder.rfm.time_unit)
+    if opts.future_covariates is not None:
+        folder = folder.with_future_covariates(opts.future_covariates)
     rfm = folder.rfm
-    opts = options.resolved(rfm.time_unit)
     check_method(folder, opts.method)
     pp = folder.purchase_params(opts.model)
+    check_covariate_horizon(folder, pp, opts)
     sp = folder.spend_params()
     as_of = folder.calibration_end
     log(f"scoring {rfm.n_customers:,} customers ({opts.method} "
@@ -1089,6 +1403,7 @@ def _metadata(folder: FittedFolder, opts: ScoreOptions, table: pd.DataFrame,
         "seeds": {"fit": s.get("random_seed"), "score": opts.random_seed},
         "convergence_verdict": verdicts,
         "n_customers": rfm.n_customers,
+        "covariates": covariate_record(folder, opts),
     }
     mapping = "the built-in CDNOW data (no file)" if read is None else read.mapping_in_words()
     rows = [
@@ -1166,6 +1481,8 @@ def _metadata(folder: FittedFolder, opts: ScoreOptions, table: pd.DataFrame,
          "of the workbook, the .metadata.json beside a CSV, the schema metadata of a "
          "Parquet file"),
     ]
+    if meta["covariates"] is not None:
+        rows.insert(4, ("Covariates", covariate_words(meta["covariates"])))
     if folder.n_draws() == 1:
         rows.insert(1, ("WARNING: no uncertainty", (
             f"the fit is one point (sampler {s.get('sampler')}), not posterior draws: every "
@@ -1177,6 +1494,27 @@ def _metadata(folder: FittedFolder, opts: ScoreOptions, table: pd.DataFrame,
     about = pd.DataFrame(rows, columns=["item", "value"])
     meta["about"] = dict(rows)
     return meta, about
+
+
+def covariate_record(folder: FittedFolder, opts: ScoreOptions) -> dict | None:
+    """The covariates a score used (the sealed table's fact, and the future path)."""
+    fact = folder.manifest.get("covariates")
+    if fact is None:
+        return None
+    return {**fact, "future_covariates": opts.future_covariates}
+
+
+def covariate_words(rec: Mapping) -> str:
+    def cols(c):
+        return ", ".join(c) if c else "none"
+
+    kind = "time-varying" if rec["kind"] == "dynamic" else rec["kind"]
+    words = (f"{kind} covariates from {rec['source']} (sealed in the fit folder as "
+             f"{rec['file']}, SHA-256 {rec['sha256'][:12]}...): on the purchase rate "
+             f"{cols(rec['purchase'])}; on dropout {cols(rec['dropout'])}")
+    if rec.get("future_covariates"):
+        words += f"; after the calibration end, {rec['future_covariates']}"
+    return words
 
 
 def _days(unit: str) -> float:
@@ -1336,6 +1674,8 @@ def score_lines(scored: Scored) -> list[str]:
     ]
     if m.get("family_choice"):
         lines += m["family_choice"].splitlines()
+    if m.get("covariates"):
+        lines.append(f"covariates: {m['about']['Covariates']}")
     if scored.value == "CLV":
         lines.append(f"discounting: {m['about']['Discounting']}; margin {opts.margin:.0%}")
     lines.append(f"intervals: {m['interval']['meaning']}")
