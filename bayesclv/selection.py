@@ -1,7 +1,8 @@
 """Let the data choose the purchase family: fit the candidates, rank them, stack them.
 
-:func:`compare_families` fits each candidate family (same data, same pooling), computes
-each fit's pointwise log-likelihood per customer (the same convention for every family:
+:func:`compare_families` fits each candidate family (same data, same pooling), takes
+each fit's pointwise log-likelihood per customer (the ``log_likelihood`` group ``fit``
+stores, or recomputed where a fit lacks it; the same convention for every family:
 the log-likelihood of the customer's calibration summary, so the values are comparable),
 ranks the fits by PSIS-LOO (Vehtari, Gelman & Gabry 2017) and computes stacking weights
 (Yao, Vehtari, Simpson & Gelman 2018) with ArviZ. The result carries the fits, the table
@@ -131,7 +132,7 @@ def compare_families(
     -------
     FamilyComparison
     """
-    from bayesclv.diagnostics import convergence_report, pointwise_log_likelihood
+    from bayesclv.diagnostics import convergence_report, with_log_likelihood
     from bayesclv.fit import fit, posterior_params
     from bayesclv.models import build_model
 
@@ -165,7 +166,8 @@ def compare_families(
             done[name] = fit(model, **fit_kwargs)
         seconds[name] = time.perf_counter() - t0
         verdicts[name] = convergence_report(done[name]).verdict
-        with_ll[name] = pointwise_log_likelihood(done[name], rfm)
+        # the fit's own log_likelihood group where it was computed on these customers
+        with_ll[name] = with_log_likelihood(done[name], rfm)
     sizes = {(f.posterior.sizes["chain"], f.posterior.sizes["draw"]) for f in with_ll.values()}
     if len(sizes) != 1:
         raise ModelSpecificationError(

@@ -24,7 +24,11 @@ Betancourt (2016), "Diagnosing suboptimal cotangent disintegrations in Hamiltoni
 Monte Carlo" (E-BFMI < 0.3).
 """
 
-from bayesclv.diagnostics.comparison import compare_models, pointwise_log_likelihood
+from bayesclv.diagnostics.comparison import (
+    compare_models,
+    pointwise_log_likelihood,
+    with_log_likelihood,
+)
 from bayesclv.diagnostics.convergence import (
     NOT_ASSESSED,
     ConvergenceReport,
@@ -40,7 +44,11 @@ from bayesclv.diagnostics.holdout import (
     holdout_metrics,
     randomized_pit,
 )
-from bayesclv.diagnostics.ppc import FrequencyCheck, posterior_predictive_frequency
+from bayesclv.diagnostics.ppc import (
+    FrequencyCheck,
+    posterior_predictive,
+    posterior_predictive_frequency,
+)
 from bayesclv.diagnostics.tracking import tracking
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
     "warn_if_bad",
     "FrequencyCheck",
     "posterior_predictive_frequency",
+    "posterior_predictive",
     "holdout_metrics",
     "randomized_pit",
     "NOT_ASSESSED",
@@ -59,5 +68,6 @@ __all__ = [
     "conditional_expectations",
     "tracking",
     "pointwise_log_likelihood",
+    "with_log_likelihood",
     "compare_models",
 ]

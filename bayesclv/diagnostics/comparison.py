@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping
 
@@ -25,49 +26,127 @@ from bayesclv.predict import (
 # =====================================================================================
 # Pointwise log-likelihood and model comparison
 # =====================================================================================
+def log_likelihood_name(kind: str) -> str:
+    """Variable name of the pointwise log-likelihood of a family of ``kind``."""
+    return {"purchase": "purchases", "spend": "spend"}.get(kind, kind)
+
+
+def row_log_likelihood(
+    params: xr.Dataset, kind: str, rows: np.ndarray, *, chunk_size: int = 2_000_000
+) -> np.ndarray:
+    """Log-likelihood of each distinct customer row in each draw, ``(n_draws, n_rows)``.
+
+    ``rows`` is ``(n_rows, 1 + n_columns)``: the column of the row's segment in
+    ``params`` (its ``segment`` coordinate), then the family's data columns in
+    :meth:`~bayesclv.families.base.Family.logp` order. The one implementation behind
+    :func:`pointwise_log_likelihood` and the ``log_likelihood`` group that
+    :func:`bayesclv.fit.fit` stores. ``chunk_size`` bounds the (draw x row) values
+    evaluated at once.
+    """
+    dp = DrawParams(params, kind)
+    rows = np.asarray(rows, dtype=np.float64)
+    cols = rows[:, 0].astype(np.int64)
+    out = np.empty((dp.n_draws, rows.shape[0]))
+    step = max(1, chunk_size // max(dp.n_draws, 1))
+    for sl in chunks(rows.shape[0], step):
+        th = [dp.values[n][:, cols[sl]] for n in dp.values]
+        out[:, sl] = dp.family.logp(*th, *(rows[sl, j] for j in range(1, rows.shape[1])))
+    return out
+
+
+def log_likelihood_dataset(
+    params: xr.Dataset,
+    kind: str,
+    rows: np.ndarray,
+    customer_row: np.ndarray,
+    customer_id,
+    *,
+    dim: str = "customer_id",
+    chunk_size: int = 2_000_000,
+) -> xr.Dataset:
+    """Pointwise log-likelihood per customer, dims ``(chain, draw, dim)``: the values of
+    :func:`row_log_likelihood` expanded to customers (``customer_row[i]`` is the row of
+    customer ``i``)."""
+    ll_rows = row_log_likelihood(params, kind, rows, chunk_size=chunk_size)
+    n_chain, n_draw = params.sizes["chain"], params.sizes["draw"]
+    ll = ll_rows[:, np.asarray(customer_row, dtype=np.int64)].reshape(n_chain, n_draw, -1)
+    return xr.Dataset(
+        {log_likelihood_name(kind): (("chain", "draw", dim), ll)},
+        coords={
+            "chain": params["chain"].values,
+            "draw": params["draw"].values,
+            dim: np.asarray(customer_id),
+        },
+        attrs={"bayesclv_rows_sha256": rows_fingerprint(rows, customer_row)},
+    )
+
+
+def customer_rows(
+    params: xr.Dataset, kind: str, rfm: RFMData
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, customer_row, customer_id)`` of ``rfm`` for :func:`log_likelihood_dataset`:
+    the distinct ``(segment column, data)`` rows of the customers the family models."""
+    fam = DrawParams(params, kind).family
+    modelled = fam.model_rows(rfm)
+    keep = modelled.mask
+    cols = DrawParams(params, kind).positions(rfm.segment_names)[rfm.segment[keep]]
+    stacked = np.column_stack([cols.astype(float), *modelled.columns])
+    uniq, inv = np.unique(stacked, axis=0, return_inverse=True)
+    return uniq, inv.ravel(), rfm.customer_id[keep]
+
+
 def pointwise_log_likelihood(
-    idata: az.InferenceData, rfm: RFMData, *, chunk_size: int = 2_000_000
+    idata: az.InferenceData,
+    rfm: RFMData,
+    *,
+    chunk_size: int = 2_000_000,
+    dim: str = "customer",
 ) -> az.InferenceData:
-    """A copy of ``idata`` with a ``log_likelihood`` group, dims ``(chain, draw, customer)``.
+    """A copy of ``idata`` with a ``log_likelihood`` group, dims ``(chain, draw, dim)``.
 
     The models' likelihood is a ``pm.Potential`` (summed over customers), so PyMC stores
-    no pointwise values; they are recomputed here with the same log-densities
-    (:mod:`bayesclv.likelihoods`), once per distinct ``(segment, data)`` row and then
-    expanded to customers. Variable ``"purchases"`` (BG/NBD, MBG/NBD, Pareto/NBD) or
-    ``"spend"`` (Gamma-Gamma: customers with a repeat purchase and positive mean spend).
-    ``chunk_size`` bounds the number of (draw x row) values evaluated at once.
+    no pointwise values; they are computed with the family's log-density, once per
+    distinct ``(segment, data)`` row and then expanded to customers
+    (:func:`row_log_likelihood`, the code :func:`bayesclv.fit.fit` uses for the
+    ``log_likelihood`` group it stores itself, whose dim is ``customer_id``). Use this for
+    fits made without that group (``fit(..., log_likelihood=False)``, older files) or for
+    other data. Variable ``"purchases"`` (purchase families) or ``"spend"`` (Gamma-Gamma:
+    customers with a repeat purchase and positive mean spend). ``chunk_size`` bounds the
+    number of (draw x row) values evaluated at once.
     """
     fam = get_family(idata.attrs.get("model"))
     params = as_params(idata)
-    dp = DrawParams(params, fam.kind)
-    rows = fam.model_rows(rfm)
-    keep, data = rows.mask, list(rows.columns)
-    var = {"purchase": "purchases", "spend": "spend"}.get(fam.kind, fam.kind)
-    cols = dp.positions(rfm.segment_names)[rfm.segment[keep]]
-    stacked = np.column_stack([cols.astype(float), *data])
-    uniq, inv = np.unique(stacked, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    ucols = uniq[:, 0].astype(np.int64)
-    ll_u = np.empty((dp.n_draws, uniq.shape[0]))
-    step = max(1, chunk_size // max(dp.n_draws, 1))
-    for sl in chunks(uniq.shape[0], step):
-        th = [dp.values[n][:, ucols[sl]] for n in dp.values]
-        d = [uniq[sl, j + 1] for j in range(len(data))]
-        ll_u[:, sl] = fam.logp(*th, *d)
-    ll = ll_u[:, inv].reshape(dp.n_chain, dp.n_draw, -1)
-    ds = xr.Dataset(
-        {var: (("chain", "draw", "customer"), ll)},
-        coords={
-            "chain": idata.posterior.chain.values,
-            "draw": idata.posterior.draw.values,
-            "customer": rfm.customer_id[keep],
-        },
+    rows, customer_row, ids = customer_rows(params, fam.kind, rfm)
+    ds = log_likelihood_dataset(
+        params, fam.kind, rows, customer_row, ids, dim=dim, chunk_size=chunk_size
     )
     out = idata.copy()
     if "log_likelihood" in out.groups():
         del out.log_likelihood
     out.add_groups(log_likelihood=ds)
     return out
+
+
+def rows_fingerprint(rows: np.ndarray, customer_row: np.ndarray) -> str:
+    """SHA-256 of the customer rows a ``log_likelihood`` group was computed on (stored in
+    the group's attributes, so a fit's group is used only for the same data)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(rows, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(customer_row, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def with_log_likelihood(idata: az.InferenceData, rfm: RFMData) -> az.InferenceData:
+    """``idata`` itself when the ``log_likelihood`` group :func:`bayesclv.fit.fit` stored
+    was computed on ``rfm``'s customers (same rows, same fingerprint), else a copy with
+    the group recomputed by :func:`pointwise_log_likelihood` (dim ``customer_id``)."""
+    fam = get_family(idata.attrs.get("model"))
+    if "log_likelihood" in idata.groups():
+        stored = idata.log_likelihood.attrs.get("bayesclv_rows_sha256")
+        rows, customer_row, _ = customer_rows(as_params(idata), fam.kind, rfm)
+        if stored is not None and stored == rows_fingerprint(rows, customer_row):
+            return idata
+    return pointwise_log_likelihood(idata, rfm, dim="customer_id")
 
 
 def compare_models(
@@ -98,7 +177,7 @@ def compare_models(
             f"compare_models: fits {small} have fewer than 10 draws (MAP?); LOO needs "
             f"posterior draws (sampler='pymc' or 'nutpie')."
         )
-    with_ll = {k: pointwise_log_likelihood(f, rfm) for k, f in fits.items()}
+    with_ll = {k: with_log_likelihood(f, rfm) for k, f in fits.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = az.compare(with_ll, ic=ic)

@@ -15,6 +15,8 @@ from bayesclv.diagnostics.common import (
     bin_labels,
     draw_subset,
 )
+from bayesclv.errors import ModelSpecificationError
+from bayesclv.families import get_family
 from bayesclv.predict import (
     DrawParams,
 )
@@ -127,3 +129,69 @@ def posterior_predictive_frequency(
         simulated=sim,
         model=dp.model,
     )
+
+
+# =====================================================================================
+# ArviZ posterior_predictive and observed_data groups
+# =====================================================================================
+def posterior_predictive(
+    idata: az.InferenceData,
+    rfm: RFMData,
+    *,
+    n_draws: int | None = 200,
+    random_seed: int | None = None,
+) -> az.InferenceData:
+    """A copy of ``idata`` with ArviZ's ``posterior_predictive`` and ``observed_data``
+    groups: each customer's calibration repeat purchases, simulated afresh and observed.
+
+    For each kept posterior draw, every customer's calibration period of length ``T`` is
+    simulated by the family's own history simulator
+    (:meth:`~bayesclv.families.base.PurchaseFamily.simulate_history`, with the customer's
+    segment parameters of that draw), and its repeat-purchase count is stored as
+    ``posterior_predictive["purchases"]``, dims ``(chain, draw, customer_id)``, beside
+    ``observed_data["purchases"]`` (``rfm.frequency``), so ``az.plot_ppc(idata)`` works.
+
+    ``n_draws`` bounds the draws simulated (memory: ``n_draws x customers`` integers):
+    every chain is thinned evenly to about ``n_draws / chains`` draws, keeping the
+    posterior's chain and draw coordinates; ``None`` simulates every draw. Purchase
+    families only (a spend model has no purchase counts to simulate).
+    """
+    fam_kind = getattr(get_family(idata.attrs.get("model")), "kind", None)
+    if fam_kind != "purchase":
+        raise ModelSpecificationError(
+            f"posterior_predictive simulates repeat purchases, so it needs a purchase "
+            f"model's fit; this one is {idata.attrs.get('model')!r} ({fam_kind})."
+        )
+    params = as_params(idata)
+    dp = DrawParams(params, "purchase")
+    fam = dp.family
+    n_chain, n_draw = dp.n_chain, dp.n_draw
+    step = 1 if n_draws is None else max(1, -(-n_chain * n_draw // max(int(n_draws), 1)))
+    keep = np.arange(0, n_draw, step)
+    cols = dp.positions(rfm.segment_names)[rfm.segment]
+    ages = np.asarray(rfm.T, dtype=np.float64)
+    rng = np.random.default_rng(random_seed)
+    sim = np.empty((n_chain, keep.size, rfm.n_customers), dtype=np.int64)
+    for c in range(n_chain):
+        for j, d in enumerate(keep):
+            pop = {n: v[c * n_draw + d, cols] for n, v in dp.values.items()}
+            sim[c, j] = fam.simulate_history(pop, ages, 0.0, rng).frequency
+    ids = np.asarray(rfm.customer_id)
+    pp = xr.Dataset(
+        {"purchases": (("chain", "draw", "customer_id"), sim)},
+        coords={
+            "chain": params["chain"].values,
+            "draw": params["draw"].values[keep],
+            "customer_id": ids,
+        },
+    )
+    observed = xr.Dataset(
+        {"purchases": (("customer_id",), np.asarray(rfm.frequency, dtype=np.int64))},
+        coords={"customer_id": ids},
+    )
+    out = idata.copy()
+    for group in ("posterior_predictive", "observed_data"):
+        if group in out.groups():
+            delattr(out, group)
+    out.add_groups(posterior_predictive=pp, observed_data=observed)
+    return out

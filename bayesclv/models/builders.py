@@ -13,6 +13,7 @@ the pooling, so everything downstream reads ``posterior[name]`` with dims
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import numpy as np
@@ -123,7 +124,46 @@ def _build(kind, rfm: RFMData, priors, pooling: str, parameterization: str) -> p
             },
         ),
     )
+    register_customers(model, rows, [seg, *modelled.columns], rfm.customer_id[modelled.mask])
     return model
+
+
+#: Constant data through which a built model carries its customers (see
+#: :func:`register_customers`): the distinct rows, each customer's row, the customer ids.
+CUSTOMER_VARS = ("bayesclv_rows", "bayesclv_customer_row", "bayesclv_customer_id")
+
+
+def register_customers(model: pm.Model, rows, columns, customer_id) -> None:
+    """Store in ``model`` which distinct row of the likelihood each customer is.
+
+    ``rows`` are the distinct ``(segment, *data)`` rows the Potential sums over (from
+    ``compress_rows``), ``columns`` the same columns per modelled customer, ``customer_id``
+    their ids. ``fit`` reads them back (:func:`model_customers`) to store the pointwise
+    log-likelihood per customer, ArviZ's ``log_likelihood`` group; as constant data they
+    survive ``pm.do``, ``clone_model`` and pickling, like the spec. The ids are kept as
+    JSON bytes (PyTensor has no string arrays).
+    """
+    table = np.column_stack([np.asarray(c, dtype=np.float64) for c in rows])
+    stacked = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    if uniq.shape != table.shape or not np.array_equal(uniq, table, equal_nan=True):
+        raise AssertionError("register_customers: rows are not the distinct customer rows")
+    ids = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(customer_id).tolist()]
+    payload = json.dumps([v if isinstance(v, int | float | str) else str(v) for v in ids])
+    with model:
+        pm.Data(CUSTOMER_VARS[0], table)
+        pm.Data(CUSTOMER_VARS[1], inverse.ravel().astype(np.int64))
+        pm.Data(CUSTOMER_VARS[2], np.frombuffer(payload.encode(), dtype=np.uint8))
+
+
+def model_customers(model: pm.Model):
+    """``(rows, customer_row, customer_id)`` stored by :func:`register_customers`, or
+    ``None`` for a model that carries none (e.g. Abe's per-customer model)."""
+    found = [model.named_vars.get(n) for n in CUSTOMER_VARS]
+    if any(v is None for v in found):
+        return None
+    rows, customer_row, ids = (np.asarray(v.get_value()) for v in found)
+    return rows, customer_row.astype(np.int64), np.asarray(json.loads(bytes(ids).decode()))
 
 
 def _what_enters(modelled) -> str:
