@@ -123,6 +123,10 @@ def test_posterior_holds_no_sampler_internals(fits):
     assert post["r"].dims == ("chain", "draw", "segment")
     assert "log_r_z" in unc and unc["log_r_z"].dims == ("chain", "draw", "segment")
     assert unc.sizes["draw"] == post.sizes["draw"]
+    # nutpie's transformed copies are gone; complete pooling keeps its free variables
+    complete = fits["pareto_nbd"][1].posterior
+    assert not [n for n in complete.data_vars if n.endswith("__")], list(complete.data_vars)
+    assert "s_cv" in complete and "unconstrained_posterior" not in fits["pareto_nbd"][1].groups()
 
 
 def test_log_likelihood_option(rfm):
