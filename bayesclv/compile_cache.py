@@ -578,6 +578,9 @@ def compile_nutpie_numba(model, *, initial_points=None, var_names=None, jitter_r
                 + f";check_bounds={bool(model.check_bounds)}"
                 + f";names={[v.name for v in value_vars]}"
                 + f";remaining={[v.name for v in remaining]}"
+                # the layout (e.g. the number of segments) enters the entry points, and a
+                # dim's length can be lifted data: the shapes are part of the key
+                + f";shapes={_layout_shapes(model, value_vars, remaining)}"
                 + ";"
                 + graph_key(lifted, [*value_vars, *shared])
             ).encode()
@@ -623,6 +626,13 @@ def compile_nutpie_numba(model, *, initial_points=None, var_names=None, jitter_r
     info.update(compile_cache="miss" if saved else "miss (numba did not save it)",
                 compile_cache_compile_s=time.perf_counter() - t1)  # fmt: skip
     return compiled, info
+
+
+def _layout_shapes(model, value_vars, remaining) -> list:
+    from nutpie.compile_pymc import _compute_shapes
+
+    shapes = _compute_shapes(model)
+    return [(v.name, tuple(int(d) for d in shapes[v.name])) for v in [*value_vars, *remaining]]
 
 
 def _free_shared(outputs, known) -> list:

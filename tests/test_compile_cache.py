@@ -102,3 +102,20 @@ def test_cache_off(tmp_path, monkeypatch):
     monkeypatch.setenv("BAYESCLV_CACHE_DIR", "off")
     _, info = compile_nutpie_numba(build_model("bgnbd", _rfm(4, 60), pooling="complete"))
     assert info == {"compile_cache": "off"}
+
+
+def test_another_number_of_segments_is_another_entry(tmp_path, monkeypatch):
+    """pooling='none' with 2 and then 3 segments: the graphs are alike once the data are
+    lifted, the layouts are not; reusing the 2-segment entry made nutpie fail."""
+    monkeypatch.setenv("BAYESCLV_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(1)
+    two = build_model("bgnbd", _rfm(5, 120), pooling="none")
+    _, info2 = compile_nutpie_numba(two)
+    three_rfm = simulate_rfm(
+        {k: BGNBDParams(0.5, 5.0, 0.8, 2.5) for k in "abc"}, {k: 90 for k in "abc"},
+        T=(20.0, 40.0), random_seed=6,
+    )
+    three = build_model("bgnbd", three_rfm, pooling="none")
+    c3, info3 = compile_nutpie_numba(three)
+    assert info2["compile_cache"] == "miss" and info3["compile_cache"] == "miss", (info2, info3)
+    _check_entry_point(three, c3, rng)
