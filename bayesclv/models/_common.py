@@ -248,10 +248,15 @@ def _prior_rv(
     return log_k + d
 
 
-def paired_params(priors_by_name: dict) -> list[tuple[str, str, str]]:
+def paired_params(priors_by_name: dict, pooling: str) -> list[tuple[str, str, str]]:
     """``(shape, rate, k_name)`` for each Gamma shape/log-mean pair sampled together
     (:attr:`CVPrior.rate <bayesclv.priors.CVPrior>`); the rate's free variable is then
-    ``{rate}_per_{k_name}`` (``{rate}_mu_per_{k_name}`` under partial pooling)."""
+    ``{rate}_per_{k_name}``. Complete and no pooling only: with partial pooling the
+    population mean in these coordinates mixed worse than the plain ones (low-repeat
+    data, seed 1: 63 vs 13 divergences, tail ESS 70 vs 322; benchmarks/bench_low_repeat.py),
+    so partial pooling keeps the plain coordinates."""
+    if pooling == "partial":
+        return []
     out = []
     for shape, prior in priors_by_name.items():
         rate = prior.rate if isinstance(prior, CVPrior) else None
@@ -308,7 +313,7 @@ def unconstrained_params(
     # For complete and no pooling ``paired`` holds the parameters, for partial their
     # population means.
     paired: dict[str, pt.TensorVariable] = {}
-    for shape, rate, k_name in paired_params(priors_by_name):
+    for shape, rate, k_name in paired_params(priors_by_name, pooling):
         prior = priors_by_name[shape]
         if pooling == "partial":
             log_k = _prior_rv(f"{shape}_pop", prior)

@@ -184,12 +184,6 @@ def _auto_start(prior_by_name, information, segment_sigma):
             start[f"{name}_nu"] = 0.0
         start[f"{name}_sigma"] = float(np.clip(spread, 0.05, segment_sigma))
         start[f"{name}_z"] = [0.0] * centre.shape[0]
-    names = list(prior_by_name)
-    for shape, rate, k_name in paired_params(prior_by_name):
-        # the rate's population mean is sampled per unit of the shape (_prior_rv)
-        del start[f"{rate}_nu"]
-        m, k = np.mean(centre[:, names.index(rate)]), np.mean(centre[:, names.index(shape)])
-        start[f"{rate}_mu_per_{k_name}"] = float(m - k)
     return start
 
 
@@ -212,7 +206,7 @@ def _mode_start(fam, rows, weights, seg_idx, prior_by_name, rfm, pooling):
             name, values = cv_name(name), CVPrior.cv(values)
         start[name] = float(values[0]) if pooling == "complete" else [float(v) for v in values]
     names = list(prior_by_name)
-    for shape, rate, k_name in paired_params(prior_by_name):
+    for shape, rate, k_name in paired_params(prior_by_name, pooling):
         # the rate is sampled per unit of the shape (_prior_rv): log m - log k
         d = centre[:, names.index(rate)] - centre[:, names.index(shape)]
         del start[rate]
