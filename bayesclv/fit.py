@@ -23,7 +23,7 @@ from bayesclv.errors import ModelSpecificationError, SavedModelError
 from bayesclv.families import FAMILIES
 from bayesclv.models._common import model_spec
 from bayesclv.priors import priors_to_dict
-from bayesclv.saved import FORMAT_VERSION, _attr_json, _version, load_fit, save_fit
+from bayesclv.saved import FORMAT_VERSION, attr_json, load_fit, package_version, save_fit
 
 __all__ = [
     "SAMPLERS",
@@ -326,7 +326,7 @@ def fit(
 
     idata.attrs.update(
         {
-            "bayesclv_version": _version(),
+            "bayesclv_version": package_version(),
             "bayesclv_format": FORMAT_VERSION,
             "model": spec.model,
             "pooling": spec.pooling,
@@ -721,7 +721,7 @@ def posterior_params(idata: az.InferenceData) -> xr.Dataset:
             "This InferenceData does not come from bayesclv.fit (no 'model' attribute)."
         )
     ds = idata.posterior[list(FAMILIES[kind].params)]
-    ds = ds.assign_coords(segment=_attr_json(idata, "segment_names"))
+    ds = ds.assign_coords(segment=attr_json(idata, "segment_names"))
     ds.attrs = {"model": kind, "time_unit": idata.attrs.get("time_unit", "")}
     return ds
 

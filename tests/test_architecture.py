@@ -159,13 +159,7 @@ def _private_imports(tree: ast.AST, module: str) -> list[tuple[int, str, str]]:
 #: (file, module, name) still importing a private name; the owning module already offers
 #: the public one and keeps the underscored alias until these lines switch. Keyed without
 #: line numbers so that edits elsewhere in those files do not break the test.
-PRIVATE_IMPORTS_ALLOWED = {
-    # switch when pareto_nbd_dyncov.py imports covariates.as_days
-    ("bayesclv/families/pareto_nbd_dyncov.py", "bayesclv.covariates", "_as_days"),
-    # switch when fit.py imports saved.attr_json and saved.package_version
-    ("bayesclv/fit.py", "bayesclv.saved", "_attr_json"),
-    ("bayesclv/fit.py", "bayesclv.saved", "_version"),
-}
+PRIVATE_IMPORTS_ALLOWED: set[tuple[str, str, str]] = set()
 
 
 def test_no_private_names_imported_across_modules():

@@ -467,15 +467,15 @@ def simulate_dyncov(
     """
     import pandas as pd
 
-    from bayesclv.covariates import _as_days
+    from bayesclv.covariates import as_days
 
     rng = np.random.default_rng(random_seed)
     ids = calendar.customer_id
     n = len(ids)
-    first = _as_days(first_days)
-    end = int(_as_days([end_day])[0])
-    pstart = _as_days(calendar.period_start)
-    pend = _as_days(calendar.period_end)
+    first = as_days(first_days)
+    end = int(as_days([end_day])[0])
+    pstart = as_days(calendar.period_start)
+    pend = as_days(calendar.period_end)
     if pend[-1] <= end or np.any(first < pstart[0]):
         raise ModelSpecificationError(
             "simulate_dyncov: the calendar must cover every day simulated."
