@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CACHE_ENV", "cache_dir", "compile_nutpie_numba", "digamma", "graph_key"]
+__all__ = ["CACHE_ENV", "cache_dir", "cache_key", "compile_nutpie_numba", "digamma", "graph_key"]
 
 CACHE_ENV = "BAYESCLV_CACHE_DIR"
 #: Bumped whenever the entry-point templates or the metadata change.
@@ -568,23 +568,7 @@ def compile_nutpie_numba(model, *, initial_points=None, var_names=None, jitter_r
         missing = [n for n in needed if not hasattr(ncp, n)]
         if missing:
             raise Uncacheable(f"nutpie {nutpie.__version__} lacks {missing}")
-        logp, value_vars, remaining = _model_graphs(model, var_names)
-        lifted, shared = lift_constants([logp, *remaining])
-        existing = _free_shared(lifted, shared)
-        shared = shared + existing
-        key = hashlib.sha256(
-            (
-                _environment_key()
-                + f";check_bounds={bool(model.check_bounds)}"
-                + f";names={[v.name for v in value_vars]}"
-                + f";remaining={[v.name for v in remaining]}"
-                # the layout (e.g. the number of segments) enters the entry points, and a
-                # dim's length can be lifted data: the shapes are part of the key
-                + f";shapes={_layout_shapes(model, value_vars, remaining)}"
-                + ";"
-                + graph_key(lifted, [*value_vars, *shared])
-            ).encode()
-        ).hexdigest()
+        key, lifted, shared, value_vars, remaining = _keyed(model, var_names)
     except Uncacheable as exc:
         return _plain(nutpie, model, initial_points, var_names, jitter_rvs), {
             "compile_cache": f"unavailable: {exc}"
@@ -626,6 +610,32 @@ def compile_nutpie_numba(model, *, initial_points=None, var_names=None, jitter_r
     info.update(compile_cache="miss" if saved else "miss (numba did not save it)",
                 compile_cache_compile_s=time.perf_counter() - t1)  # fmt: skip
     return compiled, info
+
+
+def _keyed(model, var_names):
+    logp, value_vars, remaining = _model_graphs(model, var_names)
+    lifted, shared = lift_constants([logp, *remaining])
+    shared = shared + _free_shared(lifted, shared)
+    key = hashlib.sha256(
+        (
+            _environment_key()
+            + f";check_bounds={bool(model.check_bounds)}"
+            + f";names={[v.name for v in value_vars]}"
+            + f";remaining={[v.name for v in remaining]}"
+            # the layout (e.g. the number of segments) enters the entry points, and a
+            # dim's length can be lifted data: the shapes are part of the key
+            + f";shapes={_layout_shapes(model, value_vars, remaining)}"
+            + ";"
+            + graph_key(lifted, [*value_vars, *shared])
+        ).encode()
+    ).hexdigest()
+    return key, lifted, shared, value_vars, remaining
+
+
+def cache_key(model, var_names=None) -> str:
+    """The key of ``model``'s entry in the cache (nothing compiled): equal for models of
+    the same structure whatever their data; raises :class:`Uncacheable` where none."""
+    return _keyed(model, var_names)[0]
 
 
 def _layout_shapes(model, value_vars, remaining) -> list:
