@@ -6,7 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= bayesclv-output
 
-.PHONY: demo test venv lint notebooks clean
+# make test runs two pytest workers (CI has 2 cores) and leaves out the `extended` checks
+# (each repeats a benchmark or a cheaper test at a larger size); make test-all runs them too.
+TEST_WORKERS ?= 2
+
+.PHONY: demo test test-all venv lint notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +28,11 @@ lint: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not extended"
+
+test-all: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .hypothesis

@@ -721,6 +721,11 @@ def posterior_params(idata: az.InferenceData) -> xr.Dataset:
             "This InferenceData does not come from bayesclv.fit (no 'model' attribute)."
         )
     ds = idata.posterior[list(FAMILIES[kind].params)]
+    # a covariate family's coefficients (gamma_*) are parameters of the draws too
+    fam = FAMILIES[kind].from_draws(idata.posterior)
+    extra = [n for n in fam.params if n not in ds.data_vars and n in idata.posterior]
+    if extra:
+        ds = ds.assign({n: idata.posterior[n] for n in extra})
     ds = ds.assign_coords(segment=attr_json(idata, "segment_names"))
     ds.attrs = {"model": kind, "time_unit": idata.attrs.get("time_unit", "")}
     return ds

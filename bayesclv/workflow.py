@@ -893,17 +893,11 @@ class FittedFolder:
 
 
 def posterior_params(idata):
-    """:func:`bayesclv.fit.posterior_params` with every paper parameter of the family as
-    the draws fix it (a covariate family's coefficients ``gamma_*`` too)."""
-    from bayesclv.fit import posterior_params as base
+    """:func:`bayesclv.fit.posterior_params`, imported on first use (the CLI starts
+    without PyMC)."""
+    from bayesclv.fit import posterior_params as from_fit
 
-    ds = base(idata)
-    fam = FAMILIES[idata.attrs["model"]].from_draws(idata.posterior)
-    extra = [n for n in fam.params if n not in ds.data_vars and n in idata.posterior]
-    if extra:
-        more = idata.posterior[extra].assign_coords(segment=ds["segment"].values)
-        ds = ds.assign({n: more[n] for n in extra})
-    return ds
+    return from_fit(idata)
 
 
 def _agree(fit_dir: Path, what: str, copies: dict[str, Any], refit: str) -> Any:

@@ -130,6 +130,7 @@ def test_unknown_parameterization_names_the_choices():
         build_abe_pareto_nbd(rfm, parameterization="centered")
 
 
+@pytest.mark.extended
 def test_fit_defaults_to_the_draws_the_builder_recommends():
     """draws=None: 5000 for Abe's model (its var(log mu) needs them), 1000 otherwise."""
     from bayesclv.fit import fit

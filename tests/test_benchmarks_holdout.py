@@ -30,7 +30,7 @@ def smoke(tmp_path_factory):
     return json.loads(stem.with_suffix(".json").read_text()), stem
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_smoke_table_has_every_method_with_finite_metrics(smoke):
     payload, stem = smoke
     rows = payload["rows"]

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_laplace_benchmark_smoke_recovers_the_simulated_rates():
     res = subprocess.run([sys.executable, "benchmarks/bench_laplace.py", "--smoke"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_pooling_grid.py"
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_pooling_grid_smoke_writes_the_table(tmp_path):
     # < 60 s once nutpie's compile cache is warm; the first run on a machine compiles
     res = subprocess.run(

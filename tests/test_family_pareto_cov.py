@@ -390,7 +390,7 @@ def test_unbound_families_and_wrong_designs_say_what_to_do(static_sim):
     assert pri.coef_purchase_anything is pri.coefficient
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_static_nuts_through_the_builder_covers_the_truth():
     """NUTS (PyMC, complete pooling) through ``build_model``: truth inside the 94% HDIs."""
     import arviz as az

@@ -123,7 +123,11 @@ def _nuts_fit(cdnow, builder, kind):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "builder,kind",
-    [(build_bgnbd, "bgnbd"), (build_gamma_gamma, "gamma_gamma"), (build_pareto_nbd, "pareto_nbd")],
+    [
+        (build_bgnbd, "bgnbd"),
+        (build_gamma_gamma, "gamma_gamma"),
+        pytest.param(build_pareto_nbd, "pareto_nbd", marks=pytest.mark.extended),
+    ],
 )
 def test_nuts_posterior_covers_published_cdnow_estimates(cdnow, builder, kind):
     """Published values inside the 94% intervals, medians within 5% of them (plus twice
