@@ -9,7 +9,7 @@ Two questions, two functions:
   simulated future (alive or not, purchase times, amounts); the spread across draws is
   the full posterior predictive distribution (parameter and outcome uncertainty).
 
-Both keep ``(chain, draw, customer)``. Totals are summed per draw
+Both keep ``(chain, draw, customer_id)``. Totals are summed per draw
 (:func:`bayesclv.summary.segment_totals`) before any interval is taken.
 
 Units and discounting
@@ -56,7 +56,7 @@ Speed and memory
   ``keep_table=False, out_parquet=...`` not even those: each chunk's rows are written as a
   Parquet row group as soon as they are known.
   :func:`expected_clv` and :func:`simulate_clv` return the full ``(chain, draw,
-  customer)`` array: use them for moderate sizes and ``score_customers`` beyond.
+  customer_id)`` array: use them for moderate sizes and ``score_customers`` beyond.
 * ``benchmarks/bench_clv_scoring.py`` measures 1M customers x 1000 draws.
 """
 
@@ -94,6 +94,7 @@ from bayesclv.clv_engine import (
     summarise as summarise_draws,
 )
 from bayesclv.data import RFMData
+from bayesclv.predict import CUSTOMER_DIM
 from bayesclv.summary import (
     atomic_write,
     check_one_row_per_customer,
@@ -201,7 +202,7 @@ def expected_clv(
     Returns
     -------
     xarray.DataArray
-        ``(chain, draw, customer)`` in money units of ``monetary_value``. With
+        ``(chain, draw, customer_id)`` in money units of ``monetary_value``. With
         ``discount_rate=0`` it equals expected purchases x expected spend x margin.
 
     Notes
@@ -268,7 +269,7 @@ def simulate_clv(
     Returns
     -------
     xarray.DataArray
-        ``(chain, draw, customer)``.
+        ``(chain, draw, customer_id)``.
     """
     disc = check_discount(horizon, discount_rate, discount_period, discounting, steps)
     entropy = seed_entropy(random_seed)
@@ -315,7 +316,7 @@ def new_customer_clv(
     eng = make_engine(purchase_params, spend_params, rfm, disc, margin, 1)
     clv = eng.expected(np.arange(1), ("clv",))["clv"].T
     da = wrap(eng, clv, "new_customer_clv", attrs_of(eng, segment=str(segment)))
-    return da.isel(customer=0, drop=True)
+    return da.isel({CUSTOMER_DIM: 0}, drop=True)
 
 
 class CustomerScores(NamedTuple):

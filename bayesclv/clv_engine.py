@@ -20,7 +20,13 @@ import xarray as xr
 
 from bayesclv.data import RFMData
 from bayesclv.families.base import factorize_rows, parallel_map
-from bayesclv.predict import DrawParams, customer_columns, customer_kwargs, customer_row_key
+from bayesclv.predict import (
+    CUSTOMER_DIM,
+    DrawParams,
+    customer_columns,
+    customer_kwargs,
+    customer_row_key,
+)
 from bayesclv.summary import interval_arrays
 
 #: Customers per random stream in :func:`bayesclv.clv.simulate_clv`. Block ``i``
@@ -558,7 +564,7 @@ def check_chunk(chunk_size) -> int:
 
 
 def wrap(eng: Engine, arr: np.ndarray, name: str, attrs: dict) -> xr.DataArray:
-    da = eng.dp.wrap(arr, "customer", eng.rfm.customer_id).rename(name)
+    da = eng.dp.wrap(arr, CUSTOMER_DIM, eng.rfm.customer_id).rename(name)
     da.attrs.update(attrs)
     return da
 

@@ -57,6 +57,7 @@ from bayesclv.families import FAMILIES, get_family, purchase_families
 from bayesclv.families.base import expm1_ratio
 
 __all__ = [
+    "CUSTOMER_DIM",
     "PURCHASE_MODELS",
     "DrawParams",
     "probability_alive",
@@ -71,6 +72,11 @@ __all__ = [
     "customer_kwargs",
     "customer_row_key",
 ]
+
+#: Name of the per-customer dim of every prediction and CLV output (and of the fits'
+#: ``log_likelihood`` / ``posterior_predictive`` groups), as in pymc-marketing; its
+#: coordinate is ``rfm.customer_id``.
+CUSTOMER_DIM = "customer_id"
 
 #: Variables each purchase model's params Dataset must hold (from the registry).
 PURCHASE_MODELS: dict[str, tuple[str, ...]] = {
@@ -255,14 +261,15 @@ def probability_alive(params: xr.Dataset, rfm: RFMData) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        Dims ``(chain, draw, customer)``; ``customer`` coordinate = ``rfm.customer_id``.
+        Dims ``(chain, draw, customer_id)`` (:data:`CUSTOMER_DIM`), coordinate
+        ``rfm.customer_id``.
     """
     dp = DrawParams(params, "purchase")
     cols = customer_columns(dp, rfm)
     th = dp.columns(cols)
     cov = customer_kwargs(dp.family, rfm)
     out = dp.family.p_alive(th, rfm.frequency, rfm.recency, rfm.T, **cov)
-    return dp.wrap(out, "customer", rfm.customer_id).rename("p_alive")
+    return dp.wrap(out, CUSTOMER_DIM, rfm.customer_id).rename("p_alive")
 
 
 def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float, *,
@@ -289,7 +296,7 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float, *,
     Returns
     -------
     xarray.DataArray
-        Dims ``(chain, draw, customer)``.
+        Dims ``(chain, draw, customer_id)``.
     """
     h = _check_horizon(horizon)
     dp = DrawParams(params, "purchase")
@@ -300,7 +307,7 @@ def expected_purchases(params: xr.Dataset, rfm: RFMData, horizon: float, *,
     cov = customer_kwargs(fam, rfm, horizon=h, future_covariates=future_covariates)
     out = fam.p_alive(th, x, t_x, T, **cov) * fam.expected_alive(th, x, T, h,
                                                                  **fam.recency(t_x), **cov)
-    da = dp.wrap(out, "customer", rfm.customer_id).rename("expected_purchases")
+    da = dp.wrap(out, CUSTOMER_DIM, rfm.customer_id).rename("expected_purchases")
     da.attrs.update(horizon=h, time_unit=rfm.time_unit)
     return da
 
@@ -343,7 +350,7 @@ def expected_spend(spend_params: xr.Dataset, rfm: RFMData | None = None, *, segm
     Returns
     -------
     xarray.DataArray
-        Dims ``(chain, draw, customer)`` (with ``rfm``) or ``(chain, draw)``.
+        Dims ``(chain, draw, customer_id)`` (with ``rfm``) or ``(chain, draw)``.
     """
     dp = DrawParams(spend_params, "spend")
     if rfm is None:
@@ -356,4 +363,4 @@ def expected_spend(spend_params: xr.Dataset, rfm: RFMData | None = None, *, segm
         )
     th = dp.columns(customer_columns(dp, rfm))
     out = dp.family.expected_spend(th, rfm.frequency, rfm.monetary_value)
-    return dp.wrap(out, "customer", rfm.customer_id).rename("expected_spend")
+    return dp.wrap(out, CUSTOMER_DIM, rfm.customer_id).rename("expected_spend")

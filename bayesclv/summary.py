@@ -29,6 +29,7 @@ from bayesclv.export import (  # noqa: F401
     export,
     read_metadata,
 )
+from bayesclv.predict import CUSTOMER_DIM
 
 __all__ = [
     "interval_arrays",
@@ -184,7 +185,7 @@ def segment_totals(clv_draws: xr.DataArray, rfm: RFMData) -> xr.Dataset:
     Parameters
     ----------
     clv_draws : xarray.DataArray
-        Dims ``(chain, draw, customer)``, customers in the order of ``rfm``.
+        Dims ``(chain, draw, customer_id)``, customers in the order of ``rfm``.
     rfm : RFMData
         Gives each customer's segment.
 
@@ -195,12 +196,12 @@ def segment_totals(clv_draws: xr.DataArray, rfm: RFMData) -> xr.Dataset:
         zeros for empty ones) and ``portfolio_total`` with dims ``(chain, draw)``. Take
         intervals of these with :func:`clv_intervals` or :func:`totals_table`.
     """
-    if clv_draws.sizes.get("customer") != rfm.n_customers:
+    if clv_draws.sizes.get(CUSTOMER_DIM) != rfm.n_customers:
         raise ValueError(
-            f"clv_draws has {clv_draws.sizes.get('customer')} customers but rfm has "
+            f"clv_draws has {clv_draws.sizes.get(CUSTOMER_DIM)} customers but rfm has "
             f"{rfm.n_customers}; pass the RFMData the draws were computed for."
         )
-    arr = clv_draws.transpose("chain", "draw", "customer").values
+    arr = clv_draws.transpose("chain", "draw", CUSTOMER_DIM).values
     c, d, n = arr.shape
     seg = segment_sums(arr.reshape(c * d, n), rfm.segment, rfm.n_segments).reshape(c, d, -1)
     return totals_dataset(seg, clv_draws, rfm.segment_names)
@@ -317,12 +318,12 @@ def customer_table(
     Parameters
     ----------
     clv_draws : xarray.DataArray
-        ``(chain, draw, customer)`` from :func:`bayesclv.clv.expected_clv` or
+        ``(chain, draw, customer_id)`` from :func:`bayesclv.clv.expected_clv` or
         :func:`bayesclv.clv.simulate_clv`.
     rfm : RFMData
         The customers; every one appears exactly once (checked).
     p_alive, expected_purchases : xarray.DataArray, optional
-        ``(chain, draw, customer)``; their posterior means fill the columns (NaN if None).
+        ``(chain, draw, customer_id)``; their posterior means fill the columns (NaN if None).
     prob, kind : interval probability and ``"eti"`` / ``"hdi"``.
     horizon : float, optional
         Defaults to ``clv_draws.attrs["horizon"]``.
@@ -332,22 +333,22 @@ def customer_table(
     pandas.DataFrame
         Columns :data:`TABLE_COLUMNS`.
     """
-    if clv_draws.sizes.get("customer") != rfm.n_customers:
+    if clv_draws.sizes.get(CUSTOMER_DIM) != rfm.n_customers:
         raise ValueError(
-            f"clv_draws has {clv_draws.sizes.get('customer')} customers, rfm has "
+            f"clv_draws has {clv_draws.sizes.get(CUSTOMER_DIM)} customers, rfm has "
             f"{rfm.n_customers}."
         )
-    if "customer" in clv_draws.coords:
-        ids = clv_draws["customer"].values
+    if CUSTOMER_DIM in clv_draws.coords:
+        ids = clv_draws[CUSTOMER_DIM].values
         if not np.array_equal(ids, rfm.customer_id):
             raise ValueError("clv_draws customers are not those of rfm, in the same order.")
-    arr = clv_draws.transpose("customer", "chain", "draw").values
+    arr = clv_draws.transpose(CUSTOMER_DIM, "chain", "draw").values
     arr = arr.reshape(arr.shape[0], -1)
 
     def mean_of(da):
         if da is None:
             return None
-        return da.transpose("customer", "chain", "draw").values.reshape(arr.shape[0], -1).mean(-1)
+        return da.transpose(CUSTOMER_DIM, "chain", "draw").values.reshape(arr.shape[0], -1).mean(-1)
 
     if horizon is None:
         horizon = clv_draws.attrs.get("horizon")

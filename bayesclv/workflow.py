@@ -44,6 +44,7 @@ import pandas as pd
 
 from bayesclv.errors import ModelSpecificationError, OutputError, SavedModelError
 from bayesclv.families import FAMILIES
+from bayesclv.predict import CUSTOMER_DIM
 
 __all__ = [
     "FitSettings",
@@ -1251,7 +1252,7 @@ def score(folder: FittedFolder, options: ScoreOptions) -> Scored:
         value_name = "CLV"
     else:  # no amounts: expected purchases over the horizon, undiscounted
         value = expected_purchases_any(pp, rfm, opts.horizon)
-        flat = value.transpose("customer", ...).values.reshape(rfm.n_customers, -1)
+        flat = value.transpose(CUSTOMER_DIM, ...).values.reshape(rfm.n_customers, -1)
         iv = interval_arrays(flat, opts.prob, opts.kind)
         from bayesclv.predict import probability_alive
         from bayesclv.stacking import PurchaseStack, stacked
@@ -1268,7 +1269,7 @@ def score(folder: FittedFolder, options: ScoreOptions) -> Scored:
             "horizon": float(opts.horizon), "time_unit": rfm.time_unit,
         })
         codes = rfm.segment
-        per_draw = value.transpose("chain", "draw", "customer").values
+        per_draw = value.transpose("chain", "draw", CUSTOMER_DIM).values
         seg_tot = np.stack([per_draw[..., codes == s].sum(-1)
                             for s in range(rfm.n_segments)], axis=-1)
         import xarray as xr
@@ -1297,7 +1298,7 @@ def score(folder: FittedFolder, options: ScoreOptions) -> Scored:
     seg["interval_meaning"] = seg_meaning
     meaning = interval_meaning(opts.method, opts.prob, opts.kind,
                                of="CLV" if sp is not None else "purchases")
-    flat = value.transpose("chain", "draw", "customer").values.reshape(-1, rfm.n_customers)
+    flat = value.transpose("chain", "draw", CUSTOMER_DIM).values.reshape(-1, rfm.n_customers)
     ranks = top_share_columns(flat, opts.top_share, opts.prob, opts.random_seed)
     tag = _pct(opts.top_share)
     table[f"p_top_{tag}"] = ranks["p_top"]

@@ -21,10 +21,12 @@ from bayesclv.clv import (
 )
 from bayesclv.data import RFMData
 from bayesclv.predict import (
+    CUSTOMER_DIM,
     expected_purchases,
     expected_purchases_new_customer,
     expected_spend,
     phi_alive,
+    probability_alive,
 )
 from bayesclv.summary import customer_table, read_metadata, segment_totals
 
@@ -76,6 +78,25 @@ def rfm():
     return random_rfm(700)
 
 
+# --------------------------------------------------------------------------- dims
+def test_every_per_customer_output_uses_the_customer_id_dim_of_arviz_groups():
+    # the dim ArviZ log_likelihood / posterior_predictive groups use here and pymc-marketing
+    # uses for its predictions, so outputs align with a fit's groups without renaming
+    rfm = random_rfm(5)
+    pp, sp = make_params("bgnbd", BG), make_params("gamma_gamma", GG)
+    outputs = {
+        "probability_alive": probability_alive(pp, rfm),
+        "expected_purchases": expected_purchases(pp, rfm, 10.0),
+        "expected_spend": expected_spend(sp, rfm),
+        "expected_clv": expected_clv(pp, sp, rfm, **KW),
+        "simulate_clv": simulate_clv(pp, sp, rfm, random_seed=0, **KW),
+    }
+    assert CUSTOMER_DIM == "customer_id"
+    for name, da in outputs.items():
+        assert da.dims == ("chain", "draw", "customer_id"), name
+        assert list(da["customer_id"].values) == list(rfm.customer_id), name
+
+
 # --------------------------------------------------------------------------- expected
 @pytest.mark.parametrize("model", ["bgnbd", "mbgnbd", "pareto_nbd"])
 @pytest.mark.parametrize("discounting", ["per_period", "continuous"])
@@ -84,7 +105,7 @@ def test_no_discount_equals_purchases_times_spend_times_margin_exactly(rfm, mode
     clv = expected_clv(pp, sp, rfm, horizon=40.0, discount_rate=0.0, discount_period=52.0,
                        discounting=discounting, margin=0.3)
     want = expected_purchases(pp, rfm, 40.0) * expected_spend(sp, rfm) * 0.3
-    assert clv.dims == ("chain", "draw", "customer") and clv.shape == (2, 3, rfm.n_customers)
+    assert clv.dims == ("chain", "draw", "customer_id") and clv.shape == (2, 3, rfm.n_customers)
     np.testing.assert_array_equal(clv.values, want.values)
 
 

@@ -255,7 +255,8 @@ def test_real_fits_short_tuning_fails_and_loo_compares(cdnow):
 
     with_ll = D.pointwise_log_likelihood(ok, rfm)
     ll = with_ll.log_likelihood["purchases"]
-    assert ll.dims == ("chain", "draw", "customer") and ll.sizes["customer"] == rfm.n_customers
+    assert ll.dims == ("chain", "draw", "customer_id")
+    assert ll.sizes["customer_id"] == rfm.n_customers
     p = ok.posterior
     direct = bgnbd_logp(*(float(p[n].values[0, 7, 0]) for n in ("r", "alpha", "a", "b")),
                         rfm.frequency, rfm.recency, rfm.T)

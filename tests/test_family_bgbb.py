@@ -409,7 +409,7 @@ def test_clv_with_gamma_gamma_spend_runs_end_to_end(simulated_with_holdout):
     want = expected_purchases(pur, rfm, 5.0) * expected_spend(spend, rfm)
     np.testing.assert_allclose(e.values, want.values, rtol=1e-10)
     np.testing.assert_allclose(scores.totals["portfolio_total"].values,
-                               e.sum("customer").values, rtol=1e-10)
+                               e.sum("customer_id").values, rtol=1e-10)
     # discounting per period: the fast tables equal the direct sum of discounted increments
     disc = expected_clv(pur, spend, rfm, horizon=5, discount_rate=0.1, discount_period=1.0)
     cum = [expected_purchases(pur, rfm, k) for k in range(6)]

@@ -244,7 +244,7 @@ def test_predictions_on_draws_per_subscriber(cohorts):
     params["beta"][..., 1] = PUBLISHED["high end"]["beta"]
     active = ~cohorts.churned
     r = retention_rate(params, cohorts)
-    assert r.dims == ("chain", "draw", "customer") and np.all(r.values[..., ~active] == 0)
+    assert r.dims == ("chain", "draw", "customer_id") and np.all(r.values[..., ~active] == 0)
     he = (cohorts.segment == 1) & active
     assert np.allclose(r.values[..., he], SBG.retention(PUBLISHED["high end"], 8.0))
     s3 = survival(params, cohorts, 3).values[..., he]

@@ -61,7 +61,7 @@ def test_bgnbd_conditional_expectation_matches_FHL_2005_example():
     # FHL (2005), section 5: x=2, t_x=30.43, T=38.86 -> 1.226 purchases in 39 weeks.
     rfm = make_rfm([2], [30.43], [38.86])
     ep = expected_purchases(make_params("bgnbd", BG_CDNOW), rfm, 39.0)
-    assert ep.dims == ("chain", "draw", "customer")
+    assert ep.dims == ("chain", "draw", "customer_id")
     assert ep.values.item() == pytest.approx(1.226, abs=5e-4)
 
 
@@ -284,8 +284,8 @@ def test_draws_and_segments_are_kept_and_matched_by_name():
     rfm = make_rfm([0, 3, 3], [0.0, 10.0, 10.0], [20.0, 20.0, 20.0], segment=np.array([0, 0, 1]),
                    names=names)
     ep = expected_purchases(pp, rfm, 10.0)
-    assert ep.dims == ("chain", "draw", "customer") and ep.shape == (2, 5, 3)
-    assert list(ep["customer"].values) == [0, 1, 2]
+    assert ep.dims == ("chain", "draw", "customer_id") and ep.shape == (2, 5, 3)
+    assert list(ep["customer_id"].values) == [0, 1, 2]
     # customer 1 is in segment "b" (column 1 of params), customer 2 in "a" (column 0)
     one = make_params("bgnbd", BG_CDNOW, segments=("a",))
     for seg, cust in (("b", 1), ("a", 2)):

@@ -30,8 +30,8 @@ def draws(shape=(2, 500, 4), seed=0):
     rng = np.random.default_rng(seed)
     return xr.DataArray(
         rng.lognormal(2.0, 0.8, shape),
-        dims=("chain", "draw", "customer"),
-        coords={"customer": [f"c{i}" for i in range(shape[-1])]},
+        dims=("chain", "draw", "customer_id"),
+        coords={"customer_id": [f"c{i}" for i in range(shape[-1])]},
     )
 
 
@@ -111,9 +111,9 @@ def test_customer_table_has_one_row_per_customer_and_the_documented_columns():
     assert np.all(tab["clv_lower"] <= tab["clv_median"])
     assert np.all(tab["clv_median"] <= tab["clv_upper"])
     with pytest.raises(ValueError, match="customers"):
-        customer_table(da.isel(customer=slice(0, 3)), rfm)
+        customer_table(da.isel(customer_id=slice(0, 3)), rfm)
     with pytest.raises(ValueError, match="same order"):
-        customer_table(da.isel(customer=[1, 0, 2, 3]), rfm)
+        customer_table(da.isel(customer_id=[1, 0, 2, 3]), rfm)
 
 
 # --------------------------------------------------------------------------- export

@@ -18,9 +18,7 @@ from bayesclv.diagnostics.common import (
 )
 from bayesclv.errors import ModelSpecificationError
 from bayesclv.families import get_family
-from bayesclv.predict import (
-    DrawParams,
-)
+from bayesclv.predict import CUSTOMER_DIM, DrawParams
 
 
 # =====================================================================================
@@ -61,7 +59,7 @@ def log_likelihood_dataset(
     customer_row: np.ndarray,
     customer_id,
     *,
-    dim: str = "customer_id",
+    dim: str = CUSTOMER_DIM,
     chunk_size: int = 2_000_000,
 ) -> xr.Dataset:
     """Pointwise log-likelihood per customer, dims ``(chain, draw, dim)``: the values of
@@ -100,15 +98,16 @@ def pointwise_log_likelihood(
     rfm: RFMData,
     *,
     chunk_size: int = 2_000_000,
-    dim: str = "customer",
+    dim: str = CUSTOMER_DIM,
 ) -> az.InferenceData:
-    """A copy of ``idata`` with a ``log_likelihood`` group, dims ``(chain, draw, dim)``.
+    """A copy of ``idata`` with a ``log_likelihood`` group, dims ``(chain, draw, dim)``
+    (default ``customer_id``, :data:`bayesclv.predict.CUSTOMER_DIM`).
 
     The models' likelihood is a ``pm.Potential`` (summed over customers), so PyMC stores
     no pointwise values; they are computed with the family's log-density, once per
     distinct ``(segment, data)`` row and then expanded to customers
     (:func:`row_log_likelihood`, the code :func:`bayesclv.fit.fit` uses for the
-    ``log_likelihood`` group it stores itself, whose dim is ``customer_id``). Use this for
+    ``log_likelihood`` group it stores itself, with the same dim). Use this for
     fits made without that group (``fit(..., log_likelihood=False)``, older files) or for
     other data. Variable ``"purchases"`` (purchase families) or ``"spend"`` (Gamma-Gamma:
     customers with a repeat purchase and positive mean spend). ``chunk_size`` bounds the
@@ -146,7 +145,7 @@ def with_log_likelihood(idata: az.InferenceData, rfm: RFMData) -> az.InferenceDa
         rows, customer_row, _ = customer_rows(as_params(idata), fam.kind, rfm)
         if stored is not None and stored == rows_fingerprint(rows, customer_row):
             return idata
-    return pointwise_log_likelihood(idata, rfm, dim="customer_id")
+    return pointwise_log_likelihood(idata, rfm)
 
 
 def compare_models(

@@ -17,9 +17,7 @@ from bayesclv.diagnostics.common import (
 )
 from bayesclv.errors import ModelSpecificationError
 from bayesclv.families import get_family
-from bayesclv.predict import (
-    DrawParams,
-)
+from bayesclv.predict import CUSTOMER_DIM, DrawParams
 from bayesclv.summary import interval_arrays
 
 
@@ -178,16 +176,16 @@ def posterior_predictive(
             sim[c, j] = fam.simulate_history(pop, ages, 0.0, rng).frequency
     ids = np.asarray(rfm.customer_id)
     pp = xr.Dataset(
-        {"purchases": (("chain", "draw", "customer_id"), sim)},
+        {"purchases": (("chain", "draw", CUSTOMER_DIM), sim)},
         coords={
             "chain": params["chain"].values,
             "draw": params["draw"].values[keep],
-            "customer_id": ids,
+            CUSTOMER_DIM: ids,
         },
     )
     observed = xr.Dataset(
-        {"purchases": (("customer_id",), np.asarray(rfm.frequency, dtype=np.int64))},
-        coords={"customer_id": ids},
+        {"purchases": ((CUSTOMER_DIM,), np.asarray(rfm.frequency, dtype=np.int64))},
+        coords={CUSTOMER_DIM: ids},
     )
     out = idata.copy()
     for group in ("posterior_predictive", "observed_data"):

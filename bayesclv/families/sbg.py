@@ -744,8 +744,8 @@ BDW = BetaDiscreteWeibullFamily(weibull=True)
 # --------------------------------------------------------------------------- on draws
 def _per_customer(params, data: ContractData, fn, name: str, **attrs):
     """``fn(th, tenure)`` per draw for the active subscribers (0 for churners), computed
-    once per distinct ``(segment, tenure)``; dims ``(chain, draw, customer)``."""
-    from bayesclv.predict import DrawParams
+    once per distinct ``(segment, tenure)``; dims ``(chain, draw, customer_id)``."""
+    from bayesclv.predict import CUSTOMER_DIM, DrawParams
 
     if not isinstance(data, ContractData):
         raise ModelSpecificationError(
@@ -758,14 +758,14 @@ def _per_customer(params, data: ContractData, fn, name: str, **attrs):
     uten = np.asarray(uniq.get_level_values(1), dtype=np.float64)
     vals = fn(dp.columns(ucol), uten)  # (n_draws, n_unique)
     out = np.where(data.churned[None, :], 0.0, vals[:, code])
-    da = dp.wrap(out, "customer", data.customer_id).rename(name)
+    da = dp.wrap(out, CUSTOMER_DIM, data.customer_id).rename(name)
     da.attrs.update(model=dp.model, time_unit=data.time_unit, **attrs)
     return da
 
 
 def retention_rate(params, data: ContractData):
     """Probability that each active subscriber renews at the end of their next period,
-    ``S(n+1)/S(n)`` per draw (0 for churners); dims ``(chain, draw, customer)``."""
+    ``S(n+1)/S(n)`` per draw (0 for churners); dims ``(chain, draw, customer_id)``."""
     return _per_customer(params, data, lambda th, n: _fam(params).retention(th, n + 1.0),
                          "retention_rate")  # fmt: skip
 
