@@ -151,8 +151,12 @@ def clv_intervals(
     Returns
     -------
     xarray.Dataset
-        Variables ``mean, median, lower, upper`` over the remaining dims; attrs
-        ``interval_prob`` and ``interval_kind``.
+        Variables ``mean, median, lower, upper`` over the remaining dims, and
+        ``interval`` with dims ``(..., "ci_bound")`` and coordinate
+        ``ci_bound = ["lower", "upper"]`` (the layout of ``arviz_stats`` intervals):
+        the same numbers as ``lower`` and ``upper``, stacked, not computed again.
+        ``lower``/``upper`` stay for table code. Attrs ``interval_prob`` and
+        ``interval_kind``.
     """
     missing = [d for d in sample_dims if d not in draws.dims]
     if missing:
@@ -163,6 +167,8 @@ def clv_intervals(
     out = interval_arrays(arr, prob, kind)
     coords = {d: draws[d] for d in rest if d in draws.coords}
     ds = xr.Dataset({k: (rest, v) for k, v in out.items()}, coords=coords)
+    ds["interval"] = ((*rest, "ci_bound"), np.stack([out["lower"], out["upper"]], axis=-1))
+    ds = ds.assign_coords(ci_bound=np.array(["lower", "upper"]))
     ds.attrs.update(interval_prob=float(prob), interval_kind=kind)
     return ds
 

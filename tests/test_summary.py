@@ -76,6 +76,23 @@ def test_hdi_matches_arviz_and_is_narrower_than_eti_for_skewed_draws(prob):
     assert np.all(hdi["lower"].values < eti["lower"].values)
 
 
+@pytest.mark.parametrize("kind", ["eti", "hdi"])
+def test_interval_variable_stacks_lower_and_upper_on_a_ci_bound_dim(kind):
+    # arviz-stats layout: one variable with a ci_bound dim; lower/upper kept for tables
+    da = draws(shape=(2, 300, 3))
+    iv = clv_intervals(da, prob=0.8, kind=kind)
+    assert iv["interval"].dims == ("customer_id", "ci_bound")
+    assert list(iv["ci_bound"].values) == ["lower", "upper"]
+    np.testing.assert_array_equal(iv["interval"].sel(ci_bound="lower"), iv["lower"])
+    np.testing.assert_array_equal(iv["interval"].sel(ci_bound="upper"), iv["upper"])
+    assert list(iv["interval"]["customer_id"].values) == ["c0", "c1", "c2"]
+    assert iv.attrs == {"interval_prob": 0.8, "interval_kind": kind}
+    # no dims left besides the bound: a scalar quantity (e.g. a portfolio total)
+    one = clv_intervals(da.sum("customer_id"), prob=0.8, kind=kind)
+    assert one["interval"].dims == ("ci_bound",)
+    np.testing.assert_array_equal(one["interval"].values, [one["lower"], one["upper"]])
+
+
 def test_interval_arguments_are_checked():
     with pytest.raises(ValueError, match="prob"):
         interval_arrays(np.ones((2, 5)), prob=1.0)
