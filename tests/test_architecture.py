@@ -195,3 +195,41 @@ def test_the_private_import_scan_finds_one_when_there_is_one():
                   "from bayesclv.export import METADATA_KEY\n"),
         "bayesclv.x",
     )
+
+
+#: import name -> distribution name, where they differ
+_DIST = {"yaml": "pyyaml", "sklearn": "scikit-learn"}
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    """(core, optional) distribution names in pyproject.toml."""
+    import re
+    import tomllib
+
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+
+    def names(reqs):
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    optional = set().union(*(names(v) for v in meta["optional-dependencies"].values()))
+    return names(meta["dependencies"]), optional
+
+
+def test_every_third_party_import_is_declared():
+    """A module the package imports (anywhere, also inside functions) is a declared
+    dependency, core or an optional extra; a core dependency is imported somewhere."""
+    core, optional = _declared()
+    stdlib = set(sys.stdlib_module_names)
+    used: set[str] = set()
+    for path in (Path(__file__).parents[1] / "bayesclv").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                used |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                used.add(node.module.split(".")[0])
+    third = {_DIST.get(m, m).lower() for m in used - stdlib - {"bayesclv"}}
+    # numba comes with nutpie (the extra that uses it), the engine strings name h5netcdf
+    undeclared = third - core - optional - {"numba"}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {sorted(undeclared)}"
+    unused = core - third - {"h5netcdf"}
+    assert not unused, f"declared but never imported: {sorted(unused)}"
