@@ -9,6 +9,17 @@ ranks the fits by PSIS-LOO (Vehtari, Gelman & Gabry 2017) and computes stacking 
 and a :class:`bayesclv.stacking.PurchaseStack`, whose predictions are the weighted
 mixture of the families' posterior predictive distributions, per draw.
 
+With ``validation=`` the ranking is by **leave-future-out** forecast instead (Bürkner,
+Gabry & Vehtari 2020): every candidate is also fitted to the same log summarised to an
+earlier cut (:func:`validation_summary`), and scored by the log predictive density of
+each customer's purchase count between that cut and the calibration end; the stacking
+weights maximise the mixture's score of those counts (:func:`bayesclv.stacking.
+stacking_weights`). PSIS-LOO scores the calibration likelihood, which includes how
+regular the past inter-purchase times were; what the scores are used for is the count of
+future purchases, and the two can disagree: on the grocery log of Reutterer, Platzer &
+Schröder (2021) the regularity families win PSIS-LOO by about 800 nats and lose the
+holdout log predictive density by 240 (``benchmarks/results/real_data_grocery.md``).
+
 Which families are candidates: every purchase family whose data the summary has (a
 family says so with ``applicable(rfm)``; e.g. the regularity families need each
 customer's log inter-purchase times, the discrete-time ones integer opportunities).
@@ -30,7 +41,14 @@ from bayesclv.errors import ModelSpecificationError
 from bayesclv.families import FAMILIES, get_family, purchase_families
 from bayesclv.stacking import PurchaseStack
 
-__all__ = ["FamilyComparison", "compare_families", "candidate_families"]
+__all__ = ["FamilyComparison", "compare_families", "candidate_families", "validation_summary"]
+
+#: What the ranking measures, by criterion (the table's ``attrs["criterion"]``).
+CRITERIA = {
+    "psis-loo": "PSIS-LOO over customers of the calibration likelihood",
+    "leave-future-out": "log predictive density of the purchase counts in a validation "
+                        "window at the end of the calibration period (leave-future-out)",
+}
 
 #: Below this stacking weight a family is reported but takes no draws.
 MIN_WEIGHT = 0.01
@@ -46,7 +64,10 @@ class FamilyComparison:
         One row per family, best first: ``elpd_loo``, ``se``, ``elpd_diff`` and ``dse``
         (difference to the best and its standard error), ``p_loo``, ``weight`` (stacking),
         ``n_bad_k`` (customers with Pareto k > 0.7: their LOO terms are unreliable),
-        the convergence verdict and seconds.
+        the convergence verdict and seconds. With ``validation=``: ``elpd_forecast``
+        (summed validation log predictive density) instead of ``elpd_loo`` / ``p_loo`` /
+        ``n_bad_k``, and ``verdict_validation`` (the validation fit's convergence).
+        ``attrs["criterion"]`` is ``"psis-loo"`` or ``"leave-future-out"``.
     fits : dict
         The InferenceData of each family.
     stack : PurchaseStack
@@ -67,14 +88,22 @@ class FamilyComparison:
     def summary(self) -> str:
         """Which family won and by how much, in words (for reports and the CLI)."""
         t = self.table
-        lines = [f"family choice by PSIS-LOO over {self.n_customers} customers: "
-                 f"best {self.best} (stack: {self.stack.describe()})"]
+        lfo = t.attrs.get("criterion") == "leave-future-out"
+        if lfo:
+            v = t.attrs["validation"]
+            head = (f"family choice by leave-future-out forecast: fitted to {v['n_customers']}"
+                    f" customers up to {v['cut']}, scored on their purchases in the next "
+                    f"{v['length']:g} {v['time_unit']}s")
+        else:
+            head = f"family choice by PSIS-LOO over {self.n_customers} customers"
+        lines = [f"{head}: best {self.best} (stack: {self.stack.describe()})"]
+        col = "elpd_forecast" if lfo else "elpd_loo"
         for name, row in t.iterrows():
             diff = "" if row["elpd_diff"] == 0 else (
                 f", {row['elpd_diff']:.1f} +- {row['dse']:.1f} nats behind"
             )
             lines.append(
-                f"  {name:<12} elpd_loo {row['elpd_loo']:.1f} (se {row['se']:.1f}){diff}, "
+                f"  {name:<12} {col} {row[col]:.1f} (se {row['se']:.1f}){diff}, "
                 f"weight {row['weight']:.2f}, verdict {row['verdict']}"
             )
         for name, why in self.skipped.items():
@@ -107,8 +136,11 @@ def compare_families(
     fit_kwargs: Mapping[str, Any] | None = None,
     fits: Mapping[str, Any] | None = None,
     random_seed: int = 0,
+    validation: RFMData | None = None,
+    validation_draws: int = 500,
 ) -> FamilyComparison:
-    """Fit candidate purchase families to ``rfm`` and compare them by PSIS-LOO.
+    """Fit candidate purchase families to ``rfm`` and compare them by PSIS-LOO, or by
+    leave-future-out forecast with ``validation``.
 
     Parameters
     ----------
@@ -126,7 +158,17 @@ def compare_families(
     fits : mapping {family: InferenceData}, optional
         Fits already made (they are used instead of fitting again).
     random_seed : int
-        Seed of the stack's allocation of draws to families.
+        Seed of the stack's allocation of draws to families (and of the validation
+        scores' Monte Carlo).
+    validation : RFMData, optional
+        The same log summarised to an earlier cut, with the purchases from that cut to
+        the calibration end as its holdout (:func:`validation_summary`). Each family is
+        fitted to it and ranked by the summed log predictive density of those holdout
+        counts; the stacking weights maximise the mixture's score (per customer). Then
+        only the families with weight are fitted to ``rfm`` (or taken from ``fits``):
+        ``FamilyComparison.fits`` holds those.
+    validation_draws : int
+        Posterior draws per family for the validation scores.
 
     Returns
     -------
@@ -156,6 +198,9 @@ def compare_families(
         raise ModelSpecificationError("compare_families needs at least one family.")
     priors = dict(priors or {})
     done = dict(fits or {})
+    if validation is not None:
+        return _compare_forecast(rfm, list(families), pooling, priors, fit_kwargs, done,
+                                 random_seed, validation, validation_draws, skipped)
     seconds, verdicts, with_ll = {}, {}, {}
     import time
 
@@ -206,3 +251,100 @@ def compare_families(
         table=table, fits={k: done[k] for k in table.index}, stack=stack,
         best=str(table.index[0]), skipped=skipped,
     )
+
+
+def _compare_forecast(rfm, families, pooling, priors, fit_kwargs, done, random_seed,
+                      validation, n_draws, skipped) -> FamilyComparison:
+    """``compare_families(validation=...)``: leave-future-out ranking and stacking."""
+    import time
+
+    from bayesclv.diagnostics import convergence_report, holdout_evaluation
+    from bayesclv.diagnostics.common import check_holdout
+    from bayesclv.fit import fit, posterior_params
+    from bayesclv.models import build_model
+    from bayesclv.stacking import stacking_weights
+
+    check_holdout(validation)
+    for name in families:
+        why = FAMILIES[name].not_applicable(validation)
+        if why:
+            raise ModelSpecificationError(
+                f"compare_families: {name} cannot model the validation summary: {why}.")
+    scores, seconds, v_verdicts = {}, {}, {}
+    for name in families:
+        t0 = time.perf_counter()
+        vfit = fit(build_model(name, validation, priors.get(name), pooling), **fit_kwargs)
+        v_verdicts[name] = convergence_report(vfit).verdict
+        ev = holdout_evaluation(vfit, validation, n_draws=n_draws, random_seed=random_seed,
+                                probs=())
+        scores[name] = ev.predicted["log_predictive_density"].to_numpy(dtype=float)
+        seconds[name] = time.perf_counter() - t0
+    lp = np.column_stack([scores[k] for k in families])
+    w = dict(zip(families, stacking_weights(lp), strict=True))
+    elpd = {k: float(v.sum()) for k, v in scores.items()}
+    order = sorted(families, key=lambda k: -elpd[k])
+    best = order[0]
+    n = lp.shape[0]
+    table = pd.DataFrame(
+        {
+            "rank": range(len(order)),
+            "elpd_forecast": [elpd[k] for k in order],
+            "se": [float(np.sqrt(n) * scores[k].std()) for k in order],
+            "elpd_diff": [elpd[best] - elpd[k] for k in order],
+            "dse": [float(np.sqrt(n) * (scores[best] - scores[k]).std()) for k in order],
+            "weight": [w[k] for k in order],
+        },
+        index=order,
+    )
+    w = {k: (v if v >= MIN_WEIGHT else 0.0) for k, v in w.items()}
+    if sum(w.values()) <= 0:
+        w[best] = 1.0
+    w = {k: v / sum(w.values()) for k, v in w.items()}
+    used = [k for k in order if w[k] > 0]
+    verdicts = {}
+    for name in used:
+        t0 = time.perf_counter()
+        if name not in done:
+            done[name] = fit(build_model(name, rfm, priors.get(name), pooling), **fit_kwargs)
+        seconds[name] += time.perf_counter() - t0
+        verdicts[name] = convergence_report(done[name]).verdict
+    table["verdict"] = [verdicts.get(k, "not refitted (weight 0)") for k in order]
+    table["verdict_validation"] = [v_verdicts[k] for k in order]
+    table["seconds"] = [seconds[k] for k in order]
+    table["pooling"] = pooling
+    table.attrs.update(
+        n_customers=rfm.n_customers,
+        criterion="leave-future-out",
+        validation={"n_customers": int(validation.n_customers),
+                    "cut": _day(validation.meta.get("calibration_end")),
+                    "length": float(validation.holdout_length),
+                    "time_unit": validation.time_unit},
+    )
+    stack = PurchaseStack({k: posterior_params(done[k]) for k in used},
+                          {k: w[k] for k in used}, random_seed=random_seed)
+    return FamilyComparison(table=table, fits={k: done[k] for k in used}, stack=stack,
+                            best=best, skipped=skipped)
+
+
+def _day(value) -> str:
+    return "the validation cut" if value is None else pd.Timestamp(value).date().isoformat()
+
+
+def validation_summary(transactions, calibration_end, validation_length: float, *,
+                       time_unit: str = "week", **options) -> RFMData:
+    """The summary :func:`compare_families` needs for ``validation=``: the same log
+    summarised to ``calibration_end - validation_length`` (in ``time_unit``), with the
+    purchases from then to ``calibration_end`` as its holdout; later rows are left out
+    (``after_end="drop"``). ``options`` go to :func:`bayesclv.data.rfm_summary`
+    (column names, ``segment_col``, ``merge_period``, ...): use those of the calibration
+    summary, so that both describe the customers the same way."""
+    from bayesclv.data import DAYS_PER_UNIT, rfm_summary
+
+    if not validation_length > 0:
+        raise ModelSpecificationError(
+            f"validation_length must be positive, got {validation_length!r}.")
+    end = pd.Timestamp(calibration_end)
+    cut = end - pd.Timedelta(days=round(float(validation_length) * DAYS_PER_UNIT[time_unit]))
+    options.setdefault("after_end", "drop")
+    return rfm_summary(transactions, time_unit=time_unit, calibration_end=cut,
+                       observation_end=end, **options)

@@ -24,7 +24,52 @@ import xarray as xr
 
 from bayesclv.errors import ModelSpecificationError
 
-__all__ = ["PurchaseStack", "allocate_draws", "draw_subset", "stacked"]
+__all__ = ["PurchaseStack", "allocate_draws", "draw_subset", "stacked", "stacking_weights"]
+
+
+def stacking_weights(log_scores: np.ndarray) -> np.ndarray:
+    """Stacking weights from pointwise log predictive densities.
+
+    ``log_scores[i, k]`` is the log predictive density of observation ``i`` under model
+    ``k`` (leave-one-out or out-of-time); the weights maximise the summed log score of the
+    mixture, ``sum_i log sum_k w_k exp(log_scores[i, k])``, over the simplex (Yao et al.
+    2018, eq. 4). Solved over softmax coordinates (the objective is concave in ``w``, so
+    the optimum is global) with L-BFGS and the exact gradient, then polished with the
+    EM fixed point ``w_k <- mean_i w_k p_ik / sum_j w_j p_ij``.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import softmax
+
+    lp = np.asarray(log_scores, dtype=np.float64)
+    if lp.ndim != 2 or lp.shape[1] < 1 or not np.isfinite(lp).all():
+        raise ModelSpecificationError(
+            "stacking_weights needs a finite (observations x models) array of log scores."
+        )
+    n, k = lp.shape
+    if k == 1:
+        return np.ones(1)
+    # shift each row by its maximum: the weights do not change and exp() stays in range
+    dens = np.exp(lp - lp.max(axis=1, keepdims=True))
+
+    def objective(z):
+        w = softmax(np.append(z, 0.0))
+        mix = dens @ w
+        g_w = (dens / mix[:, None]).sum(axis=0)  # d/dw of sum log mix
+        g_z = w * (g_w - w @ g_w)  # softmax Jacobian
+        return -np.log(mix).sum() / n, -g_z[:-1] / n
+
+    res = minimize(objective, np.zeros(k - 1), jac=True, method="L-BFGS-B",
+                   options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
+    w = softmax(np.append(res.x, 0.0))
+    # polish with the EM fixed point of mixture weights, which never lowers the score
+    for _ in range(500):
+        resp = dens * w
+        new = (resp / resp.sum(axis=1, keepdims=True)).mean(axis=0)
+        done = np.max(np.abs(new - w)) < 1e-12
+        w = new
+        if done:
+            break
+    return w
 
 
 def allocate_draws(weights: Mapping[str, float], n_draws: int, random_seed=0) -> np.ndarray:
