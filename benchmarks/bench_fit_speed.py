@@ -65,13 +65,43 @@ from _common import (  # noqa: E402
 )
 
 CACHE_DIR = Path(tempfile.gettempdir()) / f"bayesclv-bench-cache-{os.getpid()}"
-GROUPS = ("bgnbd", "gamma_gamma", "pareto_nbd", "mle", "hierarchical")
+GROUPS = ("bgnbd", "gamma_gamma", "pareto_nbd", "mle", "hierarchical", "partial")
 TARGETS = {
     "bgnbd": "ours nutpie, warm compile cache: total <= 0.15 x pymc-marketing BetaGeoModel "
              "(issue 18); other samplers and the cold cache: <= 0.5 x",
     "pareto_nbd": "ours NUTS >= 20x faster than pymc-marketing ParetoNBDModel, peak < 1 GB",
     "hierarchical": "CDNOW master partial pooling, BG/NBD + Gamma-Gamma total < 60 s",
+    "partial": "Pareto/NBD partial pooling, warm cache: CDNOW sample <= 60 s, DMEF donations "
+               "<= 150 s, each <= 2 x BG/NBD on the same data (issue 18)",
 }
+PARTIAL_LIMITS = {"cdnow_sample_seg": 60.0, "dmef_seg": 150.0}
+
+
+def write_segmented(tmp: Path, paths: dict[str, str]) -> None:
+    """The two data sets of the ``partial`` group, with their segment column: the CDNOW
+    sample by acquisition month (3 segments, 39-week calibration) and, where
+    ``../shared/data/donations_dmef`` exists, the DMEF donations log by first-gift month
+    (6 segments, calibration to 2005-07-01), both as in ``bench_real_data.py``."""
+    import pandas as pd
+    from bench_real_data import load
+
+    for key, name in (("cdnow_sample_seg", "cdnow"), ("dmef_seg", "donations")):
+        got = load(name)
+        if got is None:
+            print(f"{name}: data not found, skipped", flush=True)
+            continue
+        rfm = got[0]
+        pd.DataFrame(
+            {
+                "customer_id": rfm.customer_id,
+                "frequency": rfm.frequency,
+                "recency": rfm.recency,
+                "T": rfm.T,
+                "monetary_value": rfm.monetary_value,
+                "segment": [rfm.segment_names[i] for i in rfm.segment],
+            }
+        ).to_csv(tmp / f"{key}.csv", index=False, float_format="%.17g")
+        paths[key] = str(tmp / f"{key}.csv")
 
 
 def write_data(tmp: Path, need_master: bool) -> dict[str, str]:
@@ -147,6 +177,16 @@ def plan(args, data: dict[str, str], which: list[str]) -> list[tuple[str, dict, 
             add(f"mle-{model}/ours-classic", lib="ours", **mle)
             if not args.no_peers:
                 add(f"mle-{model}/lifetimes", lib="lifetimes", **mle)
+    if "partial" in which:
+        for key in ("cdnow_sample_seg", "dmef_seg"):
+            if key not in data:
+                continue
+            for model in ("bgnbd", "pareto_nbd"):
+                for cache in ("cold", "warm"):
+                    add(f"partial-{key}-{model}/ours-nutpie" + ("-cold" if cache == "cold"
+                                                                 else ""),
+                        lib="ours", model=model, method="nutpie", pooling="partial",
+                        data=data[key], cache=cache, **nuts)  # fmt: skip
     if "hierarchical" in which:
         for s in args.hier_samplers.split(","):
             for model in ("bgnbd", "gamma_gamma"):
@@ -365,6 +405,22 @@ def targets(summary: dict[str, dict], rat: list[dict]) -> list[dict]:
         out.append({"target": TARGETS["hierarchical"], "system": f"ours-{s}",
                     "value": f"{tot:.1f} s median (first repeat {first:.1f} s)",
                     "met": tot < 60})  # fmt: skip
+    for key, limit in PARTIAL_LIMITS.items():
+        par = summary.get(f"partial-{key}-pareto_nbd/ours-nutpie")
+        bg = summary.get(f"partial-{key}-bgnbd/ours-nutpie")
+        if par is None or bg is None:
+            continue
+        if "error" in par or "error" in bg:
+            out.append({"target": TARGETS["partial"], "system": key,
+                        "value": par.get("error") or bg.get("error"), "met": False})
+            continue
+        ratio = par["total_s"] / bg["total_s"]
+        out.append({"target": TARGETS["partial"], "system": f"{key} pareto_nbd partial",
+                    "value": f"{par['total_s']:.1f} s (limit {limit:.0f} s), "
+                             f"{ratio:.2f} x BG/NBD ({bg['total_s']:.1f} s); R-hat "
+                             f"{par['rhat_max_worst']:.3f}, divergences "
+                             f"{par['divergences_worst']}",
+                    "met": par["total_s"] <= limit and ratio <= 2.0})  # fmt: skip
     return out
 
 
@@ -475,6 +531,8 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(Path(tmp), "hierarchical" in args.which_list)
+        if "partial" in args.which_list:
+            write_segmented(Path(tmp), data)
         systems = plan(args, data, args.which_list)
         for rep in range(args.repeats if systems else 0):
             for label, job, timeout in systems:
