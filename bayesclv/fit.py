@@ -157,16 +157,19 @@ def fit(
     -------
     arviz.InferenceData
         ``posterior`` holds the paper parameters (dims ``chain, draw, segment``), the
-        unconstrained parameters per segment and, under partial pooling, the population
-        parameters ``*_mu`` and ``*_sigma``; the hierarchy's sampling coordinates
-        (non-centred ``*_z``, ``*_nu``, ``*_centered``, the population's ``*_pop_cv`` and
-        ``*_mu_per_s``) are in ``unconstrained_posterior`` (dim ``segment`` where they
-        have one value per segment); under complete and no pooling the free variables
-        (e.g. ``s_cv``) stay in ``posterior``. Transformed copies (``*_log__``, nutpie)
-        are dropped (PyMC's own sampler does not store them either). ``log_likelihood``
-        as above; ``sample_stats`` the sampler statistics (NUTS); ``attrs`` the model
-        name, pooling, segment names, time unit, priors (JSON), sampler, timings, package
-        version and whether the log-likelihood was stored (``"log_likelihood"``).
+        unconstrained parameters (e.g. ``log_r``; per segment, or one value under
+        complete pooling) and, under partial pooling, the population parameters ``*_mu`` and
+        ``*_sigma``. The sampling coordinates are in ``unconstrained_posterior`` (dim
+        ``segment`` where they have one value per segment), under every pooling: the
+        hierarchy's (non-centred ``*_z``, ``*_nu``, ``*_centered``, the population's
+        ``*_pop_cv`` and ``*_mu_per_s``) and, under complete and no pooling, e.g.
+        Pareto/NBD's ``s_cv`` and ``log_dropout_rate_per_s`` (behind ``log_s`` and
+        ``log_dropout_rate``); a fit with none has no such group. Transformed copies
+        (``*_log__``, nutpie) are dropped (PyMC's own sampler does not store them
+        either). ``log_likelihood`` as above; ``sample_stats`` the sampler statistics
+        (NUTS); ``attrs`` the model name, pooling, segment names, time unit, priors
+        (JSON), sampler, timings, package version and whether the log-likelihood was
+        stored (``"log_likelihood"``).
     """
     spec = model_spec(model)
     if sampler not in SAMPLERS:
@@ -367,11 +370,14 @@ def _arviz_groups(idata: az.InferenceData, model: pm.Model, spec) -> az.Inferenc
     """Internal coordinates out of ``posterior`` (into ``unconstrained_posterior``) and the
     model's plumbing (``bayesclv_*`` constant data) out of ``constant_data``.
 
-    Internal, under partial pooling: free variables that are not named parameters
-    (:func:`_named_params`): ``*_z``, ``*_nu``, ``*_centered``, the population's
-    ``*_pop_cv`` and ``*_mu_per_s``. Transformed copies
+    Internal, under every pooling: free variables that are not named parameters
+    (:func:`_named_params`): under partial pooling ``*_z``, ``*_nu``, ``*_centered``, the
+    population's ``*_pop_cv`` and ``*_mu_per_s``; under complete and no pooling the
+    coefficient of variation behind a :class:`~bayesclv.priors.CVPrior` (``s_cv``) and a
+    rate sampled per unit of its shape (``log_dropout_rate_per_s``). Transformed copies
     (``*__``, nutpie) are dropped: they duplicate a variable kept in one group or the
-    other. A model no family describes (Abe's) keeps its posterior as its builder chose.
+    other, and PyMC's sampler does not store them. A model no family describes (Abe's,
+    Pareto/GGG) keeps its posterior as its builder chose.
     """
     groups = {g: idata[g] for g in idata.groups()}
     if "constant_data" in groups:
@@ -388,14 +394,12 @@ def _arviz_groups(idata: az.InferenceData, model: pm.Model, spec) -> az.Inferenc
         named = _named_params(spec)
         free = {rv.name for rv in model.free_RVs}
         drop = [v for v in post.data_vars if str(v).endswith("__")]
-        # Complete and no pooling: every free variable is a one-to-one coordinate of one
-        # parameter (e.g. Pareto/NBD's coefficient of variation ``s_cv``), without a
-        # ``*_dim_0`` dim, and consumers read them by name (the builder's start is keyed
-        # by them); they stay. Partial pooling: the hierarchy's coordinates move.
-        internal = [
-            v for v in post.data_vars
-            if spec.pooling == "partial" and v in free and v not in named
-        ]
+        # Every pooling: a free variable that is not a named parameter is a sampling
+        # coordinate (partial: the hierarchy's ``*_z``, ``*_nu``, ``*_pop_cv``; complete
+        # and none: e.g. Pareto/NBD's ``s_cv`` and ``log_dropout_rate_per_s``, behind the
+        # Deterministics ``log_s`` and ``log_dropout_rate``), and moves. The builder's
+        # start is keyed by these names, but it is read from the model, not the posterior.
+        internal = [v for v in post.data_vars if v in free and v not in named]
         n_seg = len(spec.segment_names)
         moved = {}
         for v in internal:

@@ -123,10 +123,40 @@ def test_posterior_holds_no_sampler_internals(fits):
     assert post["r"].dims == ("chain", "draw", "segment")
     assert "log_r_z" in unc and unc["log_r_z"].dims == ("chain", "draw", "segment")
     assert unc.sizes["draw"] == post.sizes["draw"]
-    # nutpie's transformed copies are gone; complete pooling keeps its free variables
-    complete = fits["pareto_nbd"][1].posterior
-    assert not [n for n in complete.data_vars if n.endswith("__")], list(complete.data_vars)
-    assert "s_cv" in complete and "unconstrained_posterior" not in fits["pareto_nbd"][1].groups()
+    # complete pooling the same way: nutpie's transformed copies are gone, the sampling
+    # coordinates behind log s and log(dropout rate) are moved, the parameters stay
+    _, pnbd = fits["pareto_nbd"]
+    complete, unc = pnbd.posterior, pnbd.unconstrained_posterior
+    names = list(complete.data_vars)
+    assert not [n for n in names if n.endswith(("_z", "_nu", "_cv", "_per_s", "__"))], names
+    for name in ("r", "alpha", "s", "beta", "log_r", "log_purchase_rate", "log_s",
+                 "log_dropout_rate"):  # fmt: skip
+        assert name in complete, name
+    assert set(unc.data_vars) == {"s_cv", "log_dropout_rate_per_s"}, list(unc.data_vars)
+    assert unc["s_cv"].dims == ("chain", "draw")
+    # the moved draws are the ones the parameters were computed from: log s = -2 log cv,
+    # log(dropout rate) = log s + log(rate per unit of s)
+    np.testing.assert_allclose(complete["log_s"], -2 * np.log(unc["s_cv"]), rtol=1e-10)
+    np.testing.assert_allclose(complete["log_dropout_rate"],
+                               complete["log_s"] + unc["log_dropout_rate_per_s"], rtol=1e-10)
+
+
+def test_no_pooling_moves_its_sampling_coordinates_too(rfm, tmp_path):
+    # MAP: one draw through the same grouping; per-segment coordinates keep dim segment
+    model = build_model("pareto_nbd", rfm, pooling="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = fit(model, sampler="map", progressbar=False)
+    post, unc = idata.posterior, idata.unconstrained_posterior
+    assert "s_cv" not in post and "log_dropout_rate_per_s" not in post
+    assert {"r", "alpha", "s", "beta", "log_s", "log_dropout_rate"} <= set(post.data_vars)
+    assert unc["s_cv"].dims == ("chain", "draw", "segment")
+    assert list(unc["segment"].values) == list(rfm.segment_names)
+    np.testing.assert_allclose(post["log_s"], -2 * np.log(unc["s_cv"]), rtol=1e-10)
+    back = load_fit(save_fit(idata, tmp_path / "fit.nc"))
+    assert "unconstrained_posterior" in back.groups()
+    np.testing.assert_array_equal(back.unconstrained_posterior["s_cv"].values,
+                                  unc["s_cv"].values)
 
 
 def test_log_likelihood_option(rfm):
