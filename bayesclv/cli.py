@@ -165,6 +165,24 @@ def _add_fit_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
            "every family that can model the data")
         + ")",
     )
+    p.add_argument(
+        "--choose-by",
+        choices=["loo", "forecast"],
+        default="loo",
+        help="how --model auto ranks and stacks the families: 'loo' = PSIS-LOO of the "
+        "calibration likelihood; 'forecast' = leave-future-out: each family is also fitted "
+        "to the log cut --validation-length earlier and scored on the purchase counts of "
+        "that last stretch of the calibration period (about twice the fitting time; it "
+        "measures what the scores are used for, the future purchase counts)",
+    )
+    p.add_argument(
+        "--validation-length",
+        type=float,
+        default=None,
+        metavar="N",
+        help="with --choose-by forecast: the validation window in --time-unit units "
+        "(default: a third of the calibration span, at most one year)",
+    )
     p.add_argument("--pooling", choices=["partial", "complete", "none"], default="partial",
                    help="how segments share information: partial (hierarchical), complete "
                    "(one set of parameters), none (each segment alone)")
@@ -450,6 +468,8 @@ def _settings_from_args(args, *, with_spend: bool = True, candidates=None) -> Fi
         candidates=workflow.parse_candidates(args.candidates) if candidates is None
         else candidates,
         with_spend=with_spend,
+        choose_by=args.choose_by,
+        validation_length=args.validation_length,
     )
 
 
@@ -510,10 +530,11 @@ def _score_options(args) -> ScoreOptions:
 
 
 def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool,
-               read: ReadOptions | None = None, covariates=None) -> dict:
+               read: ReadOptions | None = None, covariates=None, validation=None) -> dict:
     """:func:`bayesclv.workflow.fit_models` with the command line's exit status 3."""
     return workflow.fit_models(rfm, settings, out_dir, allow_bad_fit=allow_bad_fit,
-                               read=read, exit_bad_fit=EXIT_BAD_FIT, covariates=covariates)
+                               read=read, exit_bad_fit=EXIT_BAD_FIT, covariates=covariates,
+                               validation=validation)
 
 
 def _check_fit_folder(out: Path, *, overwrite: bool) -> None:
@@ -579,8 +600,9 @@ def _fit(args) -> int:
     if cov is not None:
         rfm, saved = workflow.prepare_covariates(rfm, clean, cov, settings.model,
                                                  customer_col=read.customer_col, table=table)
+    validation = workflow.validation_for(settings, rfm, clean)
     res = fit_models(rfm, settings, out, allow_bad_fit=args.allow_bad_fit, read=read,
-                     covariates=saved)
+                     covariates=saved, validation=validation)
     if res["comparison"] is not None:
         print(res["comparison"]["summary"])
     print(json.dumps({"verdicts": res["verdicts"], "out": str(args.out)}))
@@ -657,7 +679,9 @@ def run_demo(args) -> int:
     if args.round_times:
         rfm = round_times(rfm, args.round_times)
     workflow.log(f"{rfm}")
-    res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit)
+    validation = workflow.validation_for(settings, rfm, log, segment_col="acquisition_month")
+    res = fit_models(rfm, settings, out / "fit", allow_bad_fit=args.allow_bad_fit,
+                     validation=validation)
     folder = res["folder"]
     args.model_choice = None
     options = _score_options(args)

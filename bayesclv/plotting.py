@@ -351,9 +351,13 @@ def plot_pit_histogram(pit: np.ndarray, *, quantity: str = "holdout purchases",
 
 
 def plot_family_comparison(table: pd.DataFrame, *, ax=None):
-    """Each family's ELPD (PSIS-LOO) difference to the best, with the standard error of
-    the difference, and the stacking weights (``FamilyComparison.table``). The SE of a
-    difference, not of each ELPD, says whether the families can be told apart."""
+    """Each family's ELPD difference to the best (PSIS-LOO, or the validation log
+    predictive density of a leave-future-out choice: ``table.attrs["criterion"]``), with
+    the standard error of the difference, and the stacking weights
+    (``FamilyComparison.table``). The SE of a difference, not of each ELPD, says whether
+    the families can be told apart."""
+    lfo = table.attrs.get("criterion") == "leave-future-out"
+    what = "validation-window log predictive density" if lfo else "ELPD (PSIS-LOO)"
     ax = _ax(ax, (7, 0.6 * len(table) + 1.8))
     names = [str(k) for k in table.index]
     y = np.arange(len(names))[::-1]
@@ -368,8 +372,9 @@ def plot_family_comparison(table: pd.DataFrame, *, ax=None):
                     fontsize="small")
     ax.set_yticks(y, [f"{_label(n)}\nweight {w:.2f}" for n, w in
                       zip(names, table["weight"], strict=True)])
-    ax.set_xlabel("ELPD (PSIS-LOO) minus the best family's, in nats (0 = best)")
-    ax.set_title("Family comparison over customers: difference to the best")
+    ax.set_xlabel(f"{what} minus the best family's, in nats (0 = best)")
+    ax.set_title("Family comparison" + (" by leave-future-out forecast" if lfo else
+                                        " over customers") + ": difference to the best")
     lo = float(np.min(diff - dse)) if len(diff) else -1.0
     ax.set_xlim(min(lo * 1.15, -1.0), max(1.0, 0.1 * abs(lo)))
     ax.legend(fontsize="small", loc="lower left")

@@ -202,7 +202,10 @@ def build_report(folder: FittedFolder, out: Path, *, rfm_holdout=None, log=None,
     main = _main_family(folder, opts.model)
     model_words = plotting.model_label(pp)
     if folder.auto and opts.model is None:
-        model_words += (" (chosen by PSIS-LOO among "
+        how = ("leave-future-out forecast"
+               if (folder.comparison or {}).get("criterion") == "leave-future-out"
+               else "PSIS-LOO")
+        model_words += (f" (chosen by {how} among "
                         f"{workflow.families_words(folder.families)})")
     has_holdout = (rfm_holdout is not None and rfm_holdout.has_holdout
                    and (rfm_holdout.holdout_length or 0) > 0)

@@ -165,8 +165,8 @@ def compare_families(
         the calibration end as its holdout (:func:`validation_summary`). Each family is
         fitted to it and ranked by the summed log predictive density of those holdout
         counts; the stacking weights maximise the mixture's score (per customer). Then
-        only the families with weight are fitted to ``rfm`` (or taken from ``fits``):
-        ``FamilyComparison.fits`` holds those.
+        the families with weight are fitted to ``rfm`` unless ``fits`` has them:
+        ``FamilyComparison.fits`` holds those and any other given in ``fits``.
     validation_draws : int
         Posterior draws per family for the validation scores.
 
@@ -301,13 +301,12 @@ def _compare_forecast(rfm, families, pooling, priors, fit_kwargs, done, random_s
         w[best] = 1.0
     w = {k: v / sum(w.values()) for k, v in w.items()}
     used = [k for k in order if w[k] > 0]
-    verdicts = {}
     for name in used:
         t0 = time.perf_counter()
         if name not in done:
             done[name] = fit(build_model(name, rfm, priors.get(name), pooling), **fit_kwargs)
         seconds[name] += time.perf_counter() - t0
-        verdicts[name] = convergence_report(done[name]).verdict
+    verdicts = {k: convergence_report(done[k]).verdict for k in order if k in done}
     table["verdict"] = [verdicts.get(k, "not refitted (weight 0)") for k in order]
     table["verdict_validation"] = [v_verdicts[k] for k in order]
     table["seconds"] = [seconds[k] for k in order]
@@ -322,8 +321,8 @@ def _compare_forecast(rfm, families, pooling, priors, fit_kwargs, done, random_s
     )
     stack = PurchaseStack({k: posterior_params(done[k]) for k in used},
                           {k: w[k] for k in used}, random_seed=random_seed)
-    return FamilyComparison(table=table, fits={k: done[k] for k in used}, stack=stack,
-                            best=best, skipped=skipped)
+    return FamilyComparison(table=table, fits={k: done[k] for k in order if k in done},
+                            stack=stack, best=best, skipped=skipped)
 
 
 def _day(value) -> str:

@@ -45,6 +45,7 @@ import pandas as pd
 from bayesclv.errors import ModelSpecificationError, OutputError, SavedModelError
 from bayesclv.families import FAMILIES
 from bayesclv.predict import CUSTOMER_DIM
+from bayesclv.rfm import DAYS_PER_UNIT
 
 __all__ = [
     "FitSettings",
@@ -99,8 +100,10 @@ class FitSettings:
     """What ``fit`` needs, in one frozen object (also written to ``settings.json``).
 
     ``model`` is a purchase family of :data:`bayesclv.families.FAMILIES` or ``"auto"``
-    (fit ``candidates``, default every applicable family, and compare them by PSIS-LOO;
-    the command line's default). ``with_spend=False`` fits no spend model (a log
+    (fit ``candidates``, default every applicable family, and compare them: by PSIS-LOO,
+    or with ``choose_by="forecast"`` by leave-future-out over the last
+    ``validation_length`` time units of the calibration period; the command line's
+    default is auto by PSIS-LOO). ``with_spend=False`` fits no spend model (a log
     without amounts).
     """
 
@@ -116,6 +119,8 @@ class FitSettings:
     nutpie_backend: str = "numba"
     candidates: tuple[str, ...] | None = None
     with_spend: bool = True
+    choose_by: str = "loo"
+    validation_length: float | None = None
 
 
 @dataclass(frozen=True)
@@ -485,8 +490,55 @@ def candidates_for(rfm, settings: FitSettings) -> tuple[list[str], dict[str, str
     return names, {}
 
 
+#: The default validation window of ``choose_by="forecast"``: this share of the
+#: calibration span (calibration end minus the first purchase), at most one year.
+VALIDATION_SHARE = 1.0 / 3.0
+
+
+def validation_for(settings: FitSettings, rfm, transactions, *, segment_col=None):
+    """The validation summary of ``choose_by="forecast"`` (``None`` otherwise): the
+    transactions summarised ``settings.validation_length`` (default: a third of the
+    calibration span, at most a year) before the calibration end, with the purchases up
+    to that end as holdout (:func:`bayesclv.selection.validation_summary`).
+    ``transactions``: the validated log (``read_log(..., return_clean=True)``) or a raw
+    log with standard column names; ``segment_col`` its segment column (default
+    ``"segment"`` where there is one)."""
+    if settings.model != AUTO or settings.choose_by != "forecast":
+        return None
+    from bayesclv.selection import validation_summary
+
+    cal_end = pd.Timestamp(rfm.meta["calibration_end"])
+    unit = rfm.time_unit
+    days = DAYS_PER_UNIT[unit]
+    dates = pd.to_datetime(transactions["date"])
+    span = (cal_end - dates.min()).days / days
+    length = settings.validation_length
+    if length is None:
+        length = min(span * VALIDATION_SHARE, 365.0 / days)
+        length = max(1.0, float(round(length)))
+    if not 0 < length < span:
+        raise ModelSpecificationError(
+            f"--validation-length {length:g} {unit}s: it must be positive and shorter than "
+            f"the calibration span ({span:.1f} {unit}s)."
+        )
+    if segment_col is None and "segment" in transactions.columns:
+        segment_col = "segment"
+    recent = transactions[dates <= cal_end]
+    log(f"leave-future-out validation: the last {length:g} {unit}s of the calibration "
+        f"period")
+    return validation_summary(recent, cal_end, length, time_unit=unit,
+                              segment_col=segment_col)
+
+
 def check_fit_settings(settings: FitSettings) -> None:
     """Refuse, before any work, settings that cannot give the result asked for."""
+    if settings.choose_by not in ("loo", "forecast"):
+        raise ModelSpecificationError(
+            f"--choose-by {settings.choose_by!r}: use loo or forecast.")
+    if settings.choose_by == "forecast" and settings.model != AUTO:
+        raise ModelSpecificationError(
+            f"--choose-by forecast ranks the families of --model auto, but --model is "
+            f"{settings.model}; drop --choose-by or use --model auto.")
     if settings.model == AUTO and settings.sampler == "map":
         raise ModelSpecificationError(
             "--model auto compares the families by PSIS-LOO, which needs posterior draws, "
@@ -541,7 +593,7 @@ def _purchase_file(name: str, auto: bool) -> str:
 
 def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool,
                read: ReadOptions | None = None, exit_bad_fit: int = 3,
-               covariates: Mapping[str, Any] | None = None) -> dict:
+               covariates: Mapping[str, Any] | None = None, validation=None) -> dict:
     """Fit the purchase family (or every candidate of the automatic choice) and the
     spend model, save them in a sealed folder, and return the run summary.
 
@@ -602,9 +654,14 @@ def fit_models(rfm, settings: FitSettings, out_dir: Path, *, allow_bad_fit: bool
     if auto:
         from bayesclv.selection import compare_families
 
-        log("comparing the families by PSIS-LOO")
+        if validation is None:
+            log("comparing the families by PSIS-LOO")
+        else:
+            log(f"comparing the families by leave-future-out forecast (fitting each to "
+                f"{validation.n_customers} customers before the validation window)")
         cmp = compare_families(rfm, names, pooling=settings.pooling, fits=purchase,
-                               random_seed=settings.random_seed)
+                               random_seed=settings.random_seed, validation=validation,
+                               fit_kwargs=_fit_kwargs(settings))
         cmp = replace(cmp, skipped={**skipped, **dict(cmp.skipped)})
         log(cmp.summary())
         purchase = {name: cmp.fits[name] for name in cmp.table.index}
@@ -732,8 +789,9 @@ def comparison_record(cmp, random_seed: int) -> dict:
     """What ``comparison.json`` holds: the table, the stack (families in order, weights,
     seed) and the summary in words."""
     table = cmp.table.copy()
-    cols = [c for c in ("rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight",
-                        "n_bad_k", "verdict", "seconds", "pooling") if c in table.columns]
+    cols = [c for c in ("rank", "elpd_loo", "elpd_forecast", "se", "elpd_diff", "dse",
+                        "p_loo", "weight", "n_bad_k", "verdict", "verdict_validation",
+                        "seconds", "pooling") if c in table.columns]
     rows = []
     for name, row in table[cols].iterrows():
         rec = {"family": str(name)}
@@ -754,13 +812,27 @@ def comparison_record(cmp, random_seed: int) -> dict:
         },
         "skipped": dict(cmp.skipped),
         "n_customers": cmp.n_customers,
+        "criterion": table.attrs.get("criterion", "psis-loo"),
+        "validation": table.attrs.get("validation"),
         "summary": cmp.summary(),
     }
 
 
 def comparison_table(record: Mapping) -> pd.DataFrame:
     """``comparison.json``'s table as the DataFrame of ``FamilyComparison.table``."""
-    return pd.DataFrame(record["table"]).set_index("family")
+    table = pd.DataFrame(record["table"]).set_index("family")
+    table.attrs["criterion"] = record.get("criterion", "psis-loo")
+    return table
+
+
+def criterion_words(record: Mapping | None) -> str:
+    """How an automatic choice ranked the families, in words."""
+    if record is not None and record.get("criterion") == "leave-future-out":
+        v = record.get("validation") or {}
+        return (f"leave-future-out forecast (each family fitted to the log up to "
+                f"{v.get('cut', 'an earlier cut')} and scored on the purchases of the next "
+                f"{v.get('length', 0):g} {v.get('time_unit', 'period')}s)")
+    return "PSIS-LOO (leave-one-out predictive accuracy over customers)"
 
 
 # =====================================================================================
@@ -887,9 +959,9 @@ class FittedFolder:
             return f"{_label(self.families[0])} (chosen with --model)"
         labels = ", ".join(_label(n) for n in self.families)
         return (
-            f"chosen automatically among {labels} by PSIS-LOO (leave-one-out predictive "
-            f"accuracy over customers); the scores mix the families draw by draw with the "
-            f"stacking weights: {self.comparison['stack']['describe']}"
+            f"chosen automatically among {labels} by {criterion_words(self.comparison)}; "
+            f"the scores mix the families draw by draw with the stacking weights: "
+            f"{self.comparison['stack']['describe']}"
         )
 
 

@@ -110,3 +110,46 @@ def test_compare_families_by_leave_future_out(cdnow_log):
         assert cmp.fits[k].attrs["n_customers"] == rfm.n_customers
     text = cmp.summary()
     assert "leave-future-out" in text and "up to 1997-07-01" in text and "13 weeks" in text
+
+
+def test_cli_choose_by_forecast_records_the_criterion(tmp_path, capsys):
+    """``bayesclv fit --model auto --choose-by forecast``: the comparison is by
+    leave-future-out over the default window (a third of the calibration span), saved
+    in the sealed folder, and named in the scores' metadata; with one --model it is
+    refused, naming the flag."""
+    import json
+
+    from bayesclv.cli import main
+    from bayesclv.export import read_metadata
+    from bayesclv.simulate import BGNBDParams, simulate_transactions
+
+    log = simulate_transactions({"all": BGNBDParams(0.5, 5.0, 0.8, 2.5)}, {"all": 300},
+                                T=(30.0, 45.0), random_seed=4)
+    path = tmp_path / "orders.csv"
+    log.to_csv(path, index=False)
+    cal_end = pd.Timestamp(log.attrs["calibration_end"]).date().isoformat()
+    base = ["fit", str(path), "--customer-col", "customer_id", "--date-col", "date",
+            "--amount-col", "none", "--calibration-end", cal_end,
+            "--no-progress"]
+    assert main([*base, "--model", "bgnbd", "--choose-by", "forecast",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--choose-by" in capsys.readouterr().err
+    out = tmp_path / "fit"
+    code = main([*base, "--model", "auto", "--candidates", "bgnbd,mbgnbd", "--choose-by",
+                 "forecast", "--pooling", "complete", "--sampler", "nutpie", "--draws", "80",
+                 "--tune", "120", "--chains", "2", "--allow-bad-fit", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "family choice by leave-future-out forecast" in printed
+    rec = json.loads((out / "comparison.json").read_text())
+    assert rec["criterion"] == "leave-future-out"
+    first = pd.to_datetime(log["date"]).min()
+    span = (pd.Timestamp(cal_end) - first).days / 7.0
+    assert rec["validation"]["length"] == pytest.approx(round(span / 3))
+    assert {r["family"] for r in rec["table"]} == {"bgnbd", "mbgnbd"}
+    assert all("elpd_forecast" in r for r in rec["table"])
+    scores = tmp_path / "scores.csv"
+    assert main(["score", str(out), "--method", "expected", "--allow-bad-fit",
+                 "--out", str(scores)]) == 0
+    about = json.dumps(read_metadata(scores))
+    assert "leave-future-out" in about
