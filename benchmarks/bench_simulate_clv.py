@@ -66,8 +66,8 @@ def main(argv=None) -> None:
     stem = args.out or ("simulate_clv_smoke" if args.smoke else f"simulate_clv_{args.draws}")
 
     from bayesclv.clv import score_customers
-    from bayesclv.datasets import load_cdnow_summary
     from bayesclv.data import RFMData
+    from bayesclv.datasets import load_cdnow_summary
 
     info = machine_info(peers=False)
     rfm = RFMData.from_frame(load_cdnow_summary(), customer_id="customer_id", time_unit="week")
