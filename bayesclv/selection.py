@@ -138,6 +138,7 @@ def compare_families(
     random_seed: int = 0,
     validation: RFMData | None = None,
     validation_draws: int = 500,
+    validation_fit_kwargs: Mapping[str, Any] | None = None,
 ) -> FamilyComparison:
     """Fit candidate purchase families to ``rfm`` and compare them by PSIS-LOO, or by
     leave-future-out forecast with ``validation``.
@@ -169,6 +170,10 @@ def compare_families(
         ``FamilyComparison.fits`` holds those and any other given in ``fits``.
     validation_draws : int
         Posterior draws per family for the validation scores.
+    validation_fit_kwargs : mapping, optional
+        ``fit`` settings of the validation fits (default: ``fit_kwargs`` with at most 2
+        chains x (500 tuning + 500 draws), which is more than the ``validation_draws``
+        the scores use: the scores need a posterior, not the final fit's precision).
 
     Returns
     -------
@@ -199,8 +204,13 @@ def compare_families(
     priors = dict(priors or {})
     done = dict(fits or {})
     if validation is not None:
+        if validation_fit_kwargs is None:
+            validation_fit_kwargs = dict(fit_kwargs)
+            for key, cap in (("chains", 2), ("draws", 500), ("tune", 500)):
+                validation_fit_kwargs[key] = min(int(fit_kwargs.get(key) or cap), cap)
         return _compare_forecast(rfm, list(families), pooling, priors, fit_kwargs, done,
-                                 random_seed, validation, validation_draws, skipped)
+                                 random_seed, validation, validation_draws, skipped,
+                                 dict(validation_fit_kwargs))
     seconds, verdicts, with_ll = {}, {}, {}
     import time
 
@@ -254,7 +264,7 @@ def compare_families(
 
 
 def _compare_forecast(rfm, families, pooling, priors, fit_kwargs, done, random_seed,
-                      validation, n_draws, skipped) -> FamilyComparison:
+                      validation, n_draws, skipped, val_kwargs) -> FamilyComparison:
     """``compare_families(validation=...)``: leave-future-out ranking and stacking."""
     import time
 
@@ -273,7 +283,7 @@ def _compare_forecast(rfm, families, pooling, priors, fit_kwargs, done, random_s
     scores, seconds, v_verdicts = {}, {}, {}
     for name in families:
         t0 = time.perf_counter()
-        vfit = fit(build_model(name, validation, priors.get(name), pooling), **fit_kwargs)
+        vfit = fit(build_model(name, validation, priors.get(name), pooling), **val_kwargs)
         v_verdicts[name] = convergence_report(vfit).verdict
         ev = holdout_evaluation(vfit, validation, n_draws=n_draws, random_seed=random_seed,
                                 probs=())
