@@ -43,36 +43,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine_info, machine_markdown, md_table  # noqa: E402
-from bench_real_data import SHARED  # noqa: E402
-
-
-def load_log(name: str):
-    """(transaction log, rfm_summary options, calibration end, observation end) or None."""
-    if name == "cdnow":
-        from bayesclv.datasets import load_cdnow
-
-        return (load_cdnow("sample"), dict(segment_col="acquisition_month"),
-                "1997-09-30", "1998-06-30")
-    if name == "grocery":
-        path = SHARED / "grocery" / "grocery-elog.csv.gz"
-        if not path.exists():
-            return None
-        log = pd.read_csv(path)
-        log["amount"] = 1.0
-        log["segment"] = pd.to_datetime(log["first"]).dt.strftime("%Y-%m")
-        opts = dict(customer_col="cust", date_col="date", segment_col="segment")
-        return log, opts, "2006-12-31", "2007-12-31"
-    if name == "donations":
-        path = SHARED / "donations_dmef" / "donations-elog.csv.gz"
-        if not path.exists():
-            return None
-        log = pd.read_csv(path)
-        log["date"] = pd.to_datetime(log["date"], format="%m/%d/%Y")
-        log["amount"] = 1.0
-        log["segment"] = log.groupby("cust")["date"].transform("min").dt.strftime("%Y-%m")
-        opts = dict(customer_col="cust", date_col="date", segment_col="segment")
-        return log, opts, "2005-07-01", "2006-07-01"
-    raise SystemExit(f"unknown data set {name!r}")
+from bench_real_data import SHARED, load_log  # noqa: E402
 
 
 def validation_weeks(log, opts, cal_end) -> int:

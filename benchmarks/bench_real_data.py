@@ -81,17 +81,22 @@ PROBS = (0.5, 0.8, 0.95)
 
 
 # --------------------------------------------------------------------------- data
-def load(name: str):
-    """(rfm, description) of a data set with its README's split, or None if absent."""
-    from bayesclv.data import rfm_summary
+DESCRIPTIONS = {
+    "cdnow": "CDNOW 1/10 sample, 39 + 39 weeks, segments: acquisition month",
+    "grocery": "grocery (1,525 customers), to 2006-12-31 + 52 weeks, segments: first month",
+    "donations": "DMEF donations (21,166 donors), to 2005-07-01 + 52 weeks, "
+                 "segments: first month",
+}
 
+
+def load_log(name: str):
+    """(transaction log, rfm_summary options, calibration end, observation end) of a data
+    set with its README's split, or None if absent: the one definition of the splits."""
     if name == "cdnow":
         from bayesclv.datasets import load_cdnow
 
-        log = load_cdnow("sample")
-        rfm = rfm_summary(log, segment_col="acquisition_month", time_unit="week",
-                          calibration_end="1997-09-30", observation_end="1998-06-30")
-        return rfm, "CDNOW 1/10 sample, 39 + 39 weeks, segments: acquisition month"
+        return (load_cdnow("sample"), dict(segment_col="acquisition_month"),
+                "1997-09-30", "1998-06-30")
     if name == "grocery":
         path = SHARED / "grocery" / "grocery-elog.csv.gz"
         if not path.exists():
@@ -99,10 +104,8 @@ def load(name: str):
         log = pd.read_csv(path)
         log["amount"] = 1.0  # no amounts in this log; only purchase models are fitted
         log["segment"] = pd.to_datetime(log["first"]).dt.strftime("%Y-%m")
-        rfm = rfm_summary(log, customer_col="cust", date_col="date", segment_col="segment",
-                          time_unit="week", calibration_end="2006-12-31",
-                          observation_end="2007-12-31")
-        return rfm, "grocery (1,525 customers), to 2006-12-31 + 52 weeks, segments: first month"
+        return (log, dict(customer_col="cust", date_col="date", segment_col="segment"),
+                "2006-12-31", "2007-12-31")
     if name == "donations":
         path = SHARED / "donations_dmef" / "donations-elog.csv.gz"
         if not path.exists():
@@ -110,14 +113,23 @@ def load(name: str):
         log = pd.read_csv(path)
         log["date"] = pd.to_datetime(log["date"], format="%m/%d/%Y")
         log["amount"] = 1.0
-        first = log.groupby("cust")["date"].transform("min")
-        log["segment"] = first.dt.strftime("%Y-%m")
-        rfm = rfm_summary(log, customer_col="cust", date_col="date", segment_col="segment",
-                          time_unit="week", calibration_end="2005-07-01",
-                          observation_end="2006-07-01", after_end="drop")
-        return rfm, ("DMEF donations (21,166 donors), to 2005-07-01 + 52 weeks, "
-                     "segments: first month")
+        log["segment"] = log.groupby("cust")["date"].transform("min").dt.strftime("%Y-%m")
+        return (log, dict(customer_col="cust", date_col="date", segment_col="segment"),
+                "2005-07-01", "2006-07-01")
     raise SystemExit(f"unknown data set {name!r}")
+
+
+def load(name: str):
+    """(rfm, description) of a data set with its README's split, or None if absent."""
+    from bayesclv.data import rfm_summary
+
+    got = load_log(name)
+    if got is None:
+        return None
+    log, opts, cal_end, obs_end = got
+    rfm = rfm_summary(log, time_unit="week", calibration_end=cal_end,
+                      observation_end=obs_end, after_end="drop", **opts)
+    return rfm, DESCRIPTIONS[name]
 
 
 def _point(params: dict, model: str, rfm) -> xr.Dataset:
